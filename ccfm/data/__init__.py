@@ -1,0 +1,1 @@
+"""Loading perturbation data sets, parsing conditions, choosing the gene panel, splitting, simulating."""

@@ -1,0 +1,147 @@
+"""The `ccfm` command line: parse options, build a stage config, call `pipeline.<stage>.run`.
+
+A user's mistake (`CCFMError`) is printed as one line and exits with code 1, with no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ccfm.config import SchemaOverrides, SimulateConfig, ToyScgptConfig
+from ccfm.errors import CCFMError
+
+app = typer.Typer(
+    name="ccfm",
+    help="Cascaded conditional flow matching: predict perturbed single cells via a frozen-scGPT latent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+PertCol = Annotated[str | None, typer.Option("--pert-col", help="obs column with perturbation labels.")]
+Control = Annotated[str | None, typer.Option("--control", help="Label of control cells in that column.")]
+GeneCol = Annotated[str | None, typer.Option("--gene-col", help="var column with gene symbols.")]
+CountsLayer = Annotated[str | None, typer.Option("--counts-layer", help="Layer with raw counts to normalize.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
+
+def _call(stage: Callable[..., Any], *args: Any) -> Any:
+    """Run a stage; a CCFMError becomes one line on stderr and exit code 1."""
+    try:
+        return stage(*args)
+    except CCFMError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _not_implemented(command: str) -> None:
+    typer.echo(f"error: `ccfm {command}` is not implemented yet in this version of CCFM", err=True)
+    raise typer.Exit(code=1)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+@app.command()
+def simulate(
+    kind: Annotated[str, typer.Argument(help="Data set to imitate: norman or combosciplex.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .h5ad file.")],
+    scale: Annotated[float, typer.Option(help="Fraction of the real per-condition cell counts.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    min_cells: Annotated[int, typer.Option(help="Minimum cells per condition.")] = 5,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a SIMULATED stand-in data set shaped by the real Norman 2019 / ComboSciPlex metadata."""
+    from pipeline import inspect, simulate as stage
+
+    if kind not in ("norman", "combosciplex"):
+        _call(_raise, f"unknown data set {kind!r}; choose norman or combosciplex")
+    if not 0 < scale <= 1:
+        _call(_raise, f"--scale must be in (0, 1], got {scale}")
+    cfg = SimulateConfig(kind=kind, out=out, scale=scale, seed=seed, min_cells=min_cells, overwrite=overwrite)
+    path = _call(stage.run, cfg)
+    typer.echo(_call(inspect.describe, path, SchemaOverrides()))
+
+
+@app.command("toy-scgpt")
+def toy_scgpt(
+    out: Annotated[Path, typer.Option("--out", help="Folder for best_model.pt, vocab.json, args.json.")],
+    d_model: Annotated[int, typer.Option(help="Embedding width (released: 512).")] = 64,
+    layers: Annotated[int, typer.Option(help="Transformer layers (released: 12).")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads (released: 8).")] = 4,
+    genes_from: Annotated[Path | None, typer.Option(help="h5ad whose genes the vocab must cover.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a randomly initialized scGPT checkpoint in the released whole-human layout (a stand-in)."""
+    from pipeline import toy_scgpt as stage
+
+    cfg = ToyScgptConfig(
+        out=out, d_model=d_model, layers=layers, heads=heads, genes_from=genes_from, seed=seed, overwrite=overwrite
+    )
+    path = _call(stage.run, cfg)
+    typer.echo(f"toy scGPT checkpoint (random weights, a STAND-IN) written to {path}")
+
+
+@app.command()
+def inspect(
+    data: Annotated[Path, typer.Argument(help="Perturbation .h5ad file.")],
+    pert_col: PertCol = None,
+    control: Control = None,
+    gene_col: GeneCol = None,
+    counts_layer: CountsLayer = None,
+) -> None:
+    """Load a data set, detect its schema and print a summary."""
+    from pipeline import inspect as stage
+
+    overrides = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
+    typer.echo(_call(stage.describe, data, overrides))
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every demo artifact.")] = Path("demo_out")) -> None:
+    """Run the whole pipeline on the embedded default (simulated Norman-shaped data, toy scGPT)."""
+    from pipeline import demo as stage
+
+    _call(stage.run, out)
+
+
+@app.command()
+def extract() -> None:
+    """Run the frozen scGPT over every cell and write the latent cache (not implemented yet)."""
+    _not_implemented("extract")
+
+
+@app.command()
+def train() -> None:
+    """Train the cascaded flow model from expression and cached latents (not implemented yet)."""
+    _not_implemented("train")
+
+
+@app.command()
+def generate() -> None:
+    """Sample predicted cells in two stages, latent then expression (not implemented yet)."""
+    _not_implemented("generate")
+
+
+@app.command()
+def evaluate() -> None:
+    """Score predictions with cell-eval against baselines (not implemented yet)."""
+    _not_implemented("evaluate")
+
+
+def _raise(message: str) -> None:
+    raise CCFMError(message)
+
+
+if __name__ == "__main__":
+    app()
