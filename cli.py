@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ccfm.config import SchemaOverrides, SimulateConfig, ToyScgptConfig
+from ccfm.config import ExtractConfig, SchemaOverrides, SimulateConfig, ToyScgptConfig
 from ccfm.errors import CCFMError
 
 app = typer.Typer(
@@ -26,7 +26,9 @@ app = typer.Typer(
 PertCol = Annotated[str | None, typer.Option("--pert-col", help="obs column with perturbation labels.")]
 Control = Annotated[str | None, typer.Option("--control", help="Label of control cells in that column.")]
 GeneCol = Annotated[str | None, typer.Option("--gene-col", help="var column with gene symbols.")]
-CountsLayer = Annotated[str | None, typer.Option("--counts-layer", help="Layer with raw counts to normalize.")]
+CountsLayer = Annotated[
+    str | None, typer.Option("--counts-layer", help="Layer with raw counts to normalize.")
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
 
@@ -47,7 +49,9 @@ def _not_implemented(command: str) -> None:
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
     )
 
 
@@ -61,7 +65,8 @@ def simulate(
     overwrite: Overwrite = False,
 ) -> None:
     """Write a SIMULATED stand-in data set shaped by the real Norman 2019 / ComboSciPlex metadata."""
-    from pipeline import inspect, simulate as stage
+    from pipeline import inspect
+    from pipeline import simulate as stage
 
     if kind not in ("norman", "combosciplex"):
         _call(_raise, f"unknown data set {kind!r}; choose norman or combosciplex")
@@ -86,7 +91,13 @@ def toy_scgpt(
     from pipeline import toy_scgpt as stage
 
     cfg = ToyScgptConfig(
-        out=out, d_model=d_model, layers=layers, heads=heads, genes_from=genes_from, seed=seed, overwrite=overwrite
+        out=out,
+        d_model=d_model,
+        layers=layers,
+        heads=heads,
+        genes_from=genes_from,
+        seed=seed,
+        overwrite=overwrite,
     )
     path = _call(stage.run, cfg)
     typer.echo(f"toy scGPT checkpoint (random weights, a STAND-IN) written to {path}")
@@ -103,12 +114,16 @@ def inspect(
     """Load a data set, detect its schema and print a summary."""
     from pipeline import inspect as stage
 
-    overrides = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
+    overrides = SchemaOverrides(
+        pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
+    )
     typer.echo(_call(stage.describe, data, overrides))
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every demo artifact.")] = Path("demo_out")) -> None:
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for every demo artifact.")] = Path("demo_out"),
+) -> None:
     """Run the whole pipeline on the embedded default (simulated Norman-shaped data, toy scGPT)."""
     from pipeline import demo as stage
 
@@ -116,9 +131,59 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every demo 
 
 
 @app.command()
-def extract() -> None:
-    """Run the frozen scGPT over every cell and write the latent cache (not implemented yet)."""
-    _not_implemented("extract")
+def extract(
+    data: Annotated[Path, typer.Argument(help="Perturbation .h5ad file.")],
+    scgpt: Annotated[Path, typer.Option("--scgpt", help="scGPT checkpoint folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Latent store folder to write.")] = Path(
+        "cache/latents.zarr"
+    ),
+    genes: Annotated[int, typer.Option("--genes", help="Panel size: top HVGs plus perturbed genes.")] = 1000,
+    panel_cells: Annotated[str, typer.Option(help="HVGs from all cells or controls only.")] = "all",
+    batch_size: Annotated[int, typer.Option(help="Cells per scGPT forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted store.")] = False,
+    break_lock: Annotated[bool, typer.Option("--break-lock", help="Take over another host's lock.")] = False,
+    norm_cells: Annotated[int, typer.Option(help="Cells sampled for the normalization statistics.")] = 4096,
+    shard_cells: Annotated[int, typer.Option(help="Cells per zarr shard.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed for binning ties and the normalization sample.")] = 0,
+    pert_col: PertCol = None,
+    control: Control = None,
+    gene_col: GeneCol = None,
+    counts_layer: CountsLayer = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Run the frozen scGPT over every cell and write normalized per-gene features to a latent store."""
+    from pipeline import extract as stage
+
+    if panel_cells not in ("all", "controls"):
+        _call(_raise, f"--panel-cells must be 'all' or 'controls', got {panel_cells!r}")
+    for name, value in (
+        ("--batch-size", batch_size),
+        ("--norm-cells", norm_cells),
+        ("--shard-cells", shard_cells),
+    ):
+        if value < 1:
+            _call(_raise, f"{name} must be at least 1, got {value}")
+    cfg = ExtractConfig(
+        data=data,
+        scgpt=scgpt,
+        out=out,
+        schema=SchemaOverrides(
+            pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
+        ),
+        n_genes=genes,
+        panel_cells=panel_cells,
+        batch_size=batch_size,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        break_lock=break_lock,
+        norm_cells=norm_cells,
+        shard_cells=shard_cells,
+        seed=seed,
+    )
+    path = _call(stage.run, cfg)
+    typer.echo(f"latent store written to {path}")
 
 
 @app.command()

@@ -53,6 +53,40 @@ class ToyScgptConfig:
     d_model: int = 64  # embsize (released: 512)
     layers: int = 2  # nlayers (released: 12)
     heads: int = 4  # nheads (released: 8)
-    genes_from: Path | None = None  # h5ad whose gene symbols must be in the vocab (else the whole census vocab)
+    genes_from: Path | None = (
+        None  # h5ad whose gene symbols must be in the vocab (else the whole census vocab)
+    )
     seed: int = 0  # seeds the random weights
     overwrite: bool = False  # replace an existing folder
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """`ccfm extract`: frozen scGPT features for every cell, normalized, in a sharded zarr store."""
+
+    data: Path  # perturbation .h5ad
+    scgpt: Path  # scGPT checkpoint folder (best_model.pt, vocab.json, args.json)
+    out: Path  # the store folder to write
+    schema: SchemaOverrides = SchemaOverrides()  # where labels, control and genes live
+    n_genes: int = 1000  # G: top HVGs plus measured perturbed genes
+    panel_cells: Literal["all", "controls"] = "all"  # cells the HVGs are computed on
+    batch_size: int = 32  # cells per scGPT forward pass
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = False  # continue an interrupted store: redo incomplete shards only
+    overwrite: bool = False  # delete an existing store first
+    break_lock: bool = False  # take over a lock whose holder cannot be verified (another host)
+    norm_cells: int = 4096  # cells sampled (seeded) for the frozen normalization statistics
+    target_std: float = 1.0  # std of normalized features on covered positions
+    shard_cells: int = 256  # cells per zarr shard (the unit of writing and resuming)
+    seed: int = 0  # seeds binning tie-breaks and the normalization sample
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """Settings that change the stored bytes (batch size and device only move fp16 rounding)."""
+        return {
+            "n_genes": self.n_genes,
+            "panel_cells": self.panel_cells,
+            "norm_cells": self.norm_cells,
+            "target_std": self.target_std,
+            "shard_cells": self.shard_cells,
+            "seed": self.seed,
+        }

@@ -24,8 +24,9 @@ def run(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     typer.echo("CCFM demo — the data below are a SIMULATED stand-in for Norman 2019, not real measurements.")
     data_path = simulate.run(
-        SimulateConfig(kind="norman", out=out / "norman_simulated.h5ad", scale=DEMO_SCALE, seed=DEMO_SEED,
-                       overwrite=True)
+        SimulateConfig(
+            kind="norman", out=out / "norman_simulated.h5ad", scale=DEMO_SCALE, seed=DEMO_SEED, overwrite=True
+        )
     )
     typer.echo(inspect.describe(data_path, SchemaOverrides()))
     return out

@@ -41,7 +41,11 @@ def test_scdfm_combosciplex_and_cell_eval_layouts() -> None:
     ce.obs = ce.obs.rename(columns={"condition": "target_gene"})
     ce.obs["target_gene"] = ce.obs["target_gene"].astype(str).replace("ctrl", "non-targeting").values
     schema = detect_schema(ce)
-    assert (schema.kind, schema.pert_col, schema.control_label) == ("cell_eval", "target_gene", "non-targeting")
+    assert (schema.kind, schema.pert_col, schema.control_label) == (
+        "cell_eval",
+        "target_gene",
+        "non-targeting",
+    )
     assert from_anndata(ce).control_indices().size == 6
 
 

@@ -25,7 +25,12 @@ def test_panel_has_targets_and_top_hvgs_in_data_order() -> None:
     assert {"G001", "G002", "G003", "G004"} <= set(panel.symbols)
     assert "G030" in panel.symbols  # the planted most-variable gene
     assert list(panel.columns) == sorted(panel.columns)
-    assert [s for s, p in zip(panel.symbols, panel.perturbed, strict=True) if p] == ["G001", "G002", "G003", "G004"]
+    assert [s for s, p in zip(panel.symbols, panel.perturbed, strict=True) if p] == [
+        "G001",
+        "G002",
+        "G003",
+        "G004",
+    ]
     np.testing.assert_array_equal(panel.index_in(data), np.array(panel.columns))
 
 

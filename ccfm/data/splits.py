@@ -63,12 +63,15 @@ def _draw(pool: list[str], fraction: float, seed: int, fold: int) -> set[str]:
     return set(rng.choice(sorted(pool), size=min(n, len(pool)), replace=False).tolist())
 
 
-def _test_set(kind: str, perts: dict[str, Perturbation], fraction: float, seed: int, fold: int,
-              test_file: Path | None) -> set[str]:
+def _test_set(
+    kind: str, perts: dict[str, Perturbation], fraction: float, seed: int, fold: int, test_file: Path | None
+) -> set[str]:
     doubles = [lab for lab, p in perts.items() if p.is_double]
     singles = {p.tokens[0]: lab for lab, p in perts.items() if len(p.tokens) == 1}
     if kind in ("additive", "holdout") and not doubles:
-        raise CCFMError(f"the {kind!r} split holds out doubles, but the data have none; use --split unseen-single")
+        raise CCFMError(
+            f"the {kind!r} split holds out doubles, but the data have none; use --split unseen-single"
+        )
     if kind == "additive":
         return _draw(doubles, fraction, seed, fold)
     if kind == "holdout":
@@ -81,7 +84,9 @@ def _test_set(kind: str, perts: dict[str, Perturbation], fraction: float, seed: 
         labels = COMBOSCIPLEX_TEST
     elif kind == "file":
         if test_file is None or not Path(test_file).is_file():
-            raise CCFMError(f"split file {test_file} does not exist; pass --split-file with one condition per line")
+            raise CCFMError(
+                f"split file {test_file} does not exist; pass --split-file with one condition per line"
+            )
         labels = [ln.strip() for ln in Path(test_file).read_text().splitlines() if ln.strip()]
     else:
         raise CCFMError(f"unknown split {kind!r}; choose one of {', '.join(SPLIT_KINDS)}")
@@ -115,4 +120,11 @@ def make_split(
         raise CCFMError(
             f"the {kind!r} split leaves {len(train)} training and {len(test)} test conditions; both need at least one"
         )
-    return Split(kind=kind, seed=seed, fold=fold, test_fraction=test_fraction, train=tuple(train), test=tuple(sorted(test)))
+    return Split(
+        kind=kind,
+        seed=seed,
+        fold=fold,
+        test_fraction=test_fraction,
+        train=tuple(train),
+        test=tuple(sorted(test)),
+    )

@@ -1,0 +1,122 @@
+"""Latent features for any cells: read from the store when cached, computed on the fly when not.
+
+A miss is computed with the same frozen extractor and the store's frozen statistics and rounded to
+fp16 exactly as extraction writes it, so a cell gives the same latent whether it was cached or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ccfm.errors import CCFMError
+from ccfm.latent.extractor import FeatureExtractor
+from ccfm.latent.fingerprint import cell_hashes, panel_hash
+from ccfm.latent.scgpt_checkpoint import ScgptModel
+from ccfm.latent.statistics import FrozenStats
+from ccfm.latent.store import LatentStore
+
+
+@dataclass(frozen=True)
+class NormalizedFeatures:
+    features: np.ndarray  # (B, G, D) float16, normalized; zero where not covered
+    covered: np.ndarray  # (B, G) bool
+
+
+def normalized_features(
+    extractor: FeatureExtractor, stats: FrozenStats, expression: np.ndarray, names: list[str], batch_size: int
+) -> NormalizedFeatures:
+    """What extraction writes for cells with panel expression (B, G)."""
+    raw = extractor.extract_sorted(expression, names, batch_size)
+    z = stats.normalize(raw.features, raw.covered)  # (B, G, D)
+    return NormalizedFeatures(z.astype(np.float16), raw.covered)
+
+
+@dataclass(frozen=True)
+class LatentBatch:
+    features: np.ndarray  # (B, G, D) float32 normalized latent
+    covered: np.ndarray  # (B, G) bool
+    n_hits: int  # cells read from the store (the rest were computed)
+
+
+class LatentSource:
+    """One object that serves normalized (B, G, D) latents for any list of cells."""
+
+    def __init__(self, store: LatentStore, extractor: FeatureExtractor | None, batch_size: int = 32) -> None:
+        self.store = store
+        self.extractor = extractor
+        self.batch_size = batch_size
+        self.stats = FrozenStats.from_json(store.attrs["frozen_stats"])
+        self.genes = store.array("genes").tolist()
+        self.vocab_ids = store.array("vocab_ids")
+        self._hashes = store.array("cell_hashes")
+
+    @classmethod
+    def open(
+        cls, path: Path, scgpt: ScgptModel | None, batch_size: int = 32, seed: int | None = None
+    ) -> LatentSource:
+        """Open a complete store; with a checkpoint, refuse a store made by another one."""
+        store = LatentStore.open(path)
+        attrs = store.attrs
+        if not attrs.get("complete", False):
+            raise CCFMError(
+                f"latent store {path} is incomplete (an extraction was interrupted); rerun "
+                "`ccfm extract ... --resume` to finish it"
+            )
+        extractor = None
+        if scgpt is not None:
+            built_with = attrs["fingerprint"]["checkpoint"]
+            if built_with != scgpt.fingerprint:
+                raise CCFMError(
+                    f"latent store {path} was built with another scGPT checkpoint (store {built_with[:12]}, "
+                    f"given {scgpt.fingerprint[:12]} from {scgpt.folder}); use the checkpoint it was built "
+                    "with or re-extract"
+                )
+            seed = attrs["config"]["seed"] if seed is None else seed
+            extractor = FeatureExtractor(scgpt, store.array("vocab_ids"), seed=seed)
+        return cls(store, extractor, batch_size)
+
+    def check_panel(self, genes: list[str], vocab_ids: np.ndarray | None = None) -> None:
+        """Refuse use with another panel (gene order matters)."""
+        ids = self.vocab_ids if vocab_ids is None else vocab_ids
+        if panel_hash(genes, ids) != panel_hash(self.genes, self.vocab_ids):
+            extra = sorted(set(genes) - set(self.genes))[:3]
+            raise CCFMError(
+                f"latent store {self.store.path} was built for another gene panel ({len(self.genes)} genes; "
+                f"given {len(genes)}{', e.g. ' + ', '.join(extra) + ' not in the store' if extra else ''}); "
+                "use the store's panel or re-extract"
+            )
+
+    def compute(self, names: list[str], expression: np.ndarray) -> NormalizedFeatures:
+        """The fallback: latents computed now exactly as extraction computes them (expression (B, G))."""
+        if self.extractor is None:
+            raise CCFMError(
+                f"{len(names)} cells (e.g. {names[0]}) are not in latent store {self.store.path} and no scGPT "
+                "checkpoint was given to compute them; pass --scgpt"
+            )
+        return normalized_features(self.extractor, self.stats, expression, names, self.batch_size)
+
+    def get(self, names: list[str], expression: np.ndarray) -> LatentBatch:
+        """Latents of B cells, given their names and panel expression (B, G) as the store's data hold it."""
+        rows = self.store.row_of(list(names))  # (B,)
+        hit = rows >= 0
+        if hit.any():
+            stale = self._hashes[rows[hit]] != cell_hashes(expression[hit])
+            if stale.any():
+                bad = np.asarray(names, dtype=object)[hit][stale]
+                raise CCFMError(
+                    f"cell {bad[0]} is in latent store {self.store.path} with different expression "
+                    f"({int(stale.sum())} such cells): the store was built from other data; re-extract"
+                )
+        features = np.zeros((len(names), len(self.genes), self.store.d_model), dtype=np.float32)  # (B, G, D)
+        covered = np.zeros((len(names), len(self.genes)), dtype=bool)  # (B, G)
+        if hit.any():
+            stored = self.store.read(rows[hit])
+            features[hit], covered[hit] = stored.features, stored.covered
+        if (~hit).any():
+            miss = np.flatnonzero(~hit)
+            computed = self.compute([names[i] for i in miss], expression[miss])
+            features[miss], covered[miss] = computed.features, computed.covered
+        return LatentBatch(features, covered, int(hit.sum()))

@@ -1,0 +1,208 @@
+"""The latent cache: per-gene scGPT features as a sharded fp16 zarr v3 group (format in cache/README.md).
+
+Cells are laid out grouped by perturbation so a training batch reads one contiguous region. Each
+shard of `shard_cells` cells is written whole, made durable, and only then marked complete by a
+small JSON file under `progress/` that also carries the shard's running moments; resuming redoes
+exactly the shards without a marker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from ccfm.atomic import fsync_tree, write_json_atomic
+from ccfm.errors import CCFMError
+from ccfm.latent.statistics import RunningMoments
+
+FORMAT_VERSION = 1
+ZSTD_LEVEL = 3  # fp16 features barely compress; zstd earns its keep on the all-zero uncovered rows
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Everything fixed when a store is created; rows are in store order."""
+
+    obs_names: np.ndarray  # (N,) cell names
+    cell_labels: np.ndarray  # (N,) canonical perturbation labels, grouped
+    cell_hashes: np.ndarray  # (N,) uint64 hash of each cell's panel expression
+    genes: np.ndarray  # (G,) panel gene symbols
+    vocab_ids: np.ndarray  # (G,) scGPT vocab id per gene, -1 when absent
+    d_model: int  # D, scGPT width
+    shard_cells: int  # cells per shard
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    features: np.ndarray  # (B, G, D) float16, normalized
+    covered: np.ndarray  # (B, G) bool
+
+
+def _groups(labels: np.ndarray) -> dict[str, list[int]]:
+    """{label: [start, stop)} for grouped labels."""
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels.tolist()):
+        if lab in groups:
+            groups[lab][1] = i + 1
+        else:
+            groups[lab] = [i, i + 1]
+    return groups
+
+
+class LatentStore:
+    """A latent cache on disk. Open with `create` or `open`; reads never load the whole store."""
+
+    def __init__(self, path: Path, root: zarr.Group) -> None:
+        self.path = Path(path)
+        self.root = root
+        self.features = root["features"]
+        self.covered = root["covered"]
+        self.shard_cells = int(root.attrs["shard_cells"])
+        self._row_of: dict[str, int] | None = None
+
+    # ---- creation and opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, layout: StoreLayout, attrs: dict[str, Any]) -> LatentStore:
+        path = Path(path)
+        n, g, d, s = len(layout.obs_names), len(layout.genes), layout.d_model, layout.shard_cells
+        root = zarr.open_group(path, mode="w", zarr_format=3)
+        root.create_array(
+            "features",
+            shape=(n, g, d),
+            chunks=(1, g, d),
+            shards=(s, g, d),
+            dtype="float16",
+            compressors=ZstdCodec(level=ZSTD_LEVEL),
+            fill_value=0,
+        )
+        root.create_array("covered", shape=(n, g), chunks=(s, g), dtype=bool, fill_value=False)
+        for name, values, dtype in (
+            ("obs_names", layout.obs_names, str),
+            ("cell_labels", layout.cell_labels, str),
+            ("genes", layout.genes, str),
+            ("cell_hashes", layout.cell_hashes, "uint64"),
+            ("vocab_ids", layout.vocab_ids, "int64"),
+        ):
+            arr = root.create_array(name, shape=(len(values),), chunks=(max(1, len(values)),), dtype=dtype)
+            arr[:] = np.asarray(values).astype(dtype)
+        root.attrs.update(
+            {
+                **attrs,
+                "format_version": FORMAT_VERSION,
+                "shard_cells": s,
+                "groups": _groups(layout.cell_labels),
+                "complete": False,
+            }
+        )
+        (path / "progress").mkdir(exist_ok=True)
+        fsync_tree(path)
+        return cls(path, root)
+
+    @classmethod
+    def open(cls, path: Path, mode: str = "r") -> LatentStore:
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise CCFMError(
+                f"{path} is not a CCFM latent store (no zarr.json); build one with `ccfm extract`"
+            )
+        try:
+            root = zarr.open_group(path, mode=mode, zarr_format=3)
+            version = root.attrs.get("format_version")
+            store = cls(path, root)
+        except CCFMError:
+            raise
+        except Exception as err:
+            raise CCFMError(
+                f"cannot open latent store {path} ({type(err).__name__}: {err}); rebuild it"
+            ) from err
+        if version != FORMAT_VERSION:
+            raise CCFMError(
+                f"latent store {path} has format version {version}, this CCFM reads {FORMAT_VERSION}; rebuild it"
+            )
+        return store
+
+    # ---- shape and metadata ---------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.root.attrs)
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_genes(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.features.shape[2])
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_cells // self.shard_cells)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        start = shard * self.shard_cells
+        return start, min(start + self.shard_cells, self.n_cells)
+
+    def array(self, name: str) -> np.ndarray:
+        values = self.root[name][:]
+        return values.astype(object) if values.dtype.kind in "OTU" else values
+
+    def row_of(self, names: list[str]) -> np.ndarray:
+        """Store row of each cell name, -1 when the cell is not in the store."""
+        if self._row_of is None:
+            self._row_of = {n: i for i, n in enumerate(self.array("obs_names").tolist())}
+        return np.array([self._row_of.get(n, -1) for n in names], dtype=np.int64)
+
+    # ---- progress -------------------------------------------------------------------------
+    def _marker(self, shard: int) -> Path:
+        return self.path / "progress" / f"shard-{shard:06d}.json"
+
+    def completed_shards(self) -> set[int]:
+        done = set()
+        for marker in (self.path / "progress").glob("shard-*.json"):
+            done.add(int(marker.stem.split("-")[1]))
+        return done
+
+    def shard_moments(self, shard: int) -> RunningMoments:
+        return RunningMoments.from_json(json.loads(self._marker(shard).read_text()))
+
+    def write_shard(
+        self, shard: int, features: np.ndarray, covered: np.ndarray, moments: RunningMoments
+    ) -> None:
+        """Write one whole shard, make it durable, then mark it complete.
+
+        features: (S, G, D) float16 normalized; covered: (S, G) bool.
+        """
+        start, stop = self.shard_range(shard)
+        if features.shape != (stop - start, self.n_genes, self.d_model) or features.dtype != np.float16:
+            raise ValueError(f"shard {shard} expects float16 {(stop - start, self.n_genes, self.d_model)}")
+        self.features[start:stop] = features
+        self.covered[start:stop] = covered
+        for name in ("features", "covered"):
+            chunk_dir = self.path / name / "c" / str(shard)
+            if chunk_dir.exists():  # an all-zero shard is not written at all
+                fsync_tree(chunk_dir)
+        write_json_atomic(self._marker(shard), moments.to_json())
+
+    def finalize(self, moments: RunningMoments) -> None:
+        self.root.attrs.update({"running_stats": moments.to_json(), "complete": True})
+
+    # ---- reading --------------------------------------------------------------------------
+    def read(self, rows: np.ndarray) -> StoredRows:
+        """Features and coverage of store rows (B,), in the order given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        features = np.empty((rows.size, self.n_genes, self.d_model), dtype=np.float16)  # (B, G, D)
+        for pos in order:  # ascending rows: neighbouring chunks sit in the same shard file
+            features[pos] = self.features[int(rows[pos])]
+        covered = self.covered.oindex[rows] if rows.size else np.zeros((0, self.n_genes), bool)  # (B, G)
+        return StoredRows(features, np.asarray(covered, dtype=bool))

@@ -1,0 +1,219 @@
+"""`ccfm extract`: frozen scGPT over every cell → normalized fp16 features in a sharded zarr store.
+
+Rank 0 chooses the panel, freezes the normalization statistics on a seeded sample and creates the
+store (in a temporary folder renamed into place, so a store is either fully laid out or absent).
+Every rank then extracts its own shards (shard i goes to rank i mod world); rank 0 merges the
+per-shard running moments and marks the store complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm import tqdm
+
+from ccfm.config import ExtractConfig, to_json_dict
+from ccfm.data.loading import PerturbationData, load_dataset
+from ccfm.data.panel import choose_panel
+from ccfm.errors import CCFMError
+from ccfm.latent.extractor import FeatureExtractor
+from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
+from ccfm.latent.scgpt_checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
+from ccfm.latent.source import normalized_features
+from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
+from ccfm.latent.store import LatentStore, StoreLayout
+from pipeline.lock import WriterLock
+from pipeline.runtime import DistContext, close_distributed, init_distributed, resolve_device, versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """Store layout and the panel expression in store order."""
+
+    layout: StoreLayout
+    expression: sp.csr_matrix  # (N, G) panel expression, rows in store order
+    fingerprint: StoreFingerprint
+    coverage: float  # fraction of panel genes in the scGPT vocabulary
+
+
+def plan_extraction(data: PerturbationData, scgpt: ScgptModel, cfg: ExtractConfig) -> ExtractionPlan:
+    panel = choose_panel(data, cfg.n_genes, cfg.panel_cells)
+    vocab = map_panel_to_vocab(list(panel.symbols), scgpt.vocab)
+    codes, _ = pd.factorize(data.cell_labels, sort=True)
+    order = np.lexsort((np.arange(data.n_cells), codes))  # grouped by perturbation, file order inside
+    expression = data.expression[order][:, list(panel.columns)].tocsr()  # (N, G)
+    hashes = cell_hashes(expression.toarray())
+    layout = StoreLayout(
+        obs_names=data.obs_names[order],
+        cell_labels=data.cell_labels[order],
+        cell_hashes=hashes,
+        genes=np.array(panel.symbols, dtype=object),
+        vocab_ids=vocab.vocab_ids,
+        d_model=scgpt.d_model,
+        shard_cells=cfg.shard_cells,
+    )
+    fingerprint = StoreFingerprint(
+        checkpoint=scgpt.fingerprint,
+        panel=panel_hash(list(panel.symbols), vocab.vocab_ids),
+        data=data_hash(layout.obs_names.tolist(), hashes),
+        extraction=sha256_of(cfg.fingerprint_settings()),
+    )
+    return ExtractionPlan(layout, expression, fingerprint, vocab.coverage)
+
+
+def _freeze_stats(plan: ExtractionPlan, extractor: FeatureExtractor, cfg: ExtractConfig) -> FrozenStats:
+    """Mean/std per dimension over covered positions of a seeded sample of cells."""
+    n = plan.expression.shape[0]
+    rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=min(cfg.norm_cells, n), replace=False))
+    moments = RunningMoments.empty(extractor.d_model)
+    step = cfg.shard_cells
+    for start in tqdm(range(0, rows.size, step), desc="normalization sample", unit="block", leave=False):
+        block = rows[start : start + step]
+        raw = extractor.extract_sorted(
+            plan.expression[block].toarray(), plan.layout.obs_names[block].tolist(), cfg.batch_size
+        )
+        moments = moments.merge(RunningMoments.of(raw.features[raw.covered]))
+    return frozen_stats_from(moments, cfg.target_std)
+
+
+def _create_store(
+    plan: ExtractionPlan,
+    extractor: FeatureExtractor,
+    scgpt: ScgptModel,
+    data: PerturbationData,
+    cfg: ExtractConfig,
+) -> LatentStore:
+    stats = _freeze_stats(plan, extractor, cfg)
+    attrs = {
+        "config": to_json_dict(cfg),
+        "fingerprint": plan.fingerprint.to_json(),
+        "frozen_stats": stats.to_json(),
+        "versions": versions(),
+        "panel_coverage": plan.coverage,
+        "stand_in": {"data": data.stand_in, "scgpt": bool(scgpt.args.get("stand_in", False))},
+        "source": {"data": str(cfg.data), "scgpt": str(cfg.scgpt)},
+    }
+    staging = cfg.out.with_name(cfg.out.name + ".creating")
+    shutil.rmtree(staging, ignore_errors=True)
+    LatentStore.create(staging, plan.layout, attrs)
+    staging.rename(cfg.out)
+    return LatentStore.open(cfg.out, mode="r+")
+
+
+def _open_for_resume(plan: ExtractionPlan, cfg: ExtractConfig) -> LatentStore:
+    store = LatentStore.open(cfg.out, mode="r+")
+    stored = StoreFingerprint(**store.attrs["fingerprint"])
+    differ = stored.differences(plan.fingerprint)
+    if differ:
+        raise CCFMError(
+            f"cannot resume {cfg.out}: its {', '.join(differ)} differ from this run's; resume with the same "
+            "data, checkpoint and settings, or pass --overwrite to start over"
+        )
+    return store
+
+
+def _prepare_output(cfg: ExtractConfig) -> bool:
+    """True when an existing store is to be resumed."""
+    if not cfg.out.exists():
+        if not cfg.out.parent.exists():
+            cfg.out.parent.mkdir(parents=True)
+        return False
+    if cfg.resume:
+        return True
+    if not cfg.overwrite:
+        raise CCFMError(f"{cfg.out} already exists; pass --resume to finish it or --overwrite to replace it")
+    shutil.rmtree(cfg.out)
+    return False
+
+
+def _extract_shards(
+    store: LatentStore,
+    plan: ExtractionPlan,
+    extractor: FeatureExtractor,
+    cfg: ExtractConfig,
+    ctx: DistContext,
+) -> None:
+    stats = FrozenStats.from_json(store.attrs["frozen_stats"])
+    done = store.completed_shards()
+    mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
+    total = sum(stop - start for start, stop in map(store.shard_range, mine))
+    log.info("rank %d: %d shards to extract (%d already complete)", ctx.rank, len(mine), len(done))
+    with tqdm(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
+        for shard in mine:
+            start, stop = store.shard_range(shard)
+            out = normalized_features(
+                extractor,
+                stats,
+                plan.expression[start:stop].toarray(),
+                plan.layout.obs_names[start:stop].tolist(),
+                cfg.batch_size,
+            )
+            moments = RunningMoments.of(out.features[out.covered])  # over values as written
+            store.write_shard(shard, out.features, out.covered, moments)
+            bar.update(stop - start)
+
+
+def _finalize(store: LatentStore) -> RunningMoments:
+    missing = sorted(set(range(store.n_shards)) - store.completed_shards())
+    if missing:
+        raise CCFMError(f"{len(missing)} shards of {store.path} are still incomplete; rerun with --resume")
+    moments = RunningMoments.empty(store.d_model)
+    for shard in range(store.n_shards):
+        moments = moments.merge(store.shard_moments(shard))
+    store.finalize(moments)
+    return moments
+
+
+def run(cfg: ExtractConfig) -> Path:
+    ctx = init_distributed(cfg.device)
+    try:
+        device = resolve_device(cfg.device, ctx.local_rank)
+        data = load_dataset(cfg.data, cfg.schema)
+        scgpt = load_scgpt(cfg.scgpt, device)
+        autocast = torch.bfloat16 if device.type == "cuda" else None
+        plan = plan_extraction(data, scgpt, cfg)
+        extractor = FeatureExtractor(scgpt, plan.layout.vocab_ids, seed=cfg.seed, autocast=autocast)
+        log.info(
+            "panel: %d genes, %.1f%% in the scGPT vocabulary; %d cells, device %s",
+            len(plan.layout.genes),
+            100 * plan.coverage,
+            plan.expression.shape[0],
+            device,
+        )
+        with WriterLock(cfg.out, cfg.break_lock) if ctx.is_main else contextlib.nullcontext():
+            if ctx.is_main:
+                resume = _prepare_output(cfg)
+                store = (
+                    _open_for_resume(plan, cfg)
+                    if resume
+                    else _create_store(plan, extractor, scgpt, data, cfg)
+                )
+            ctx.barrier()
+            if not ctx.is_main:
+                store = _open_for_resume(plan, cfg)
+            started = time.perf_counter()
+            _extract_shards(store, plan, extractor, cfg, ctx)
+            ctx.barrier()
+            if ctx.is_main:
+                moments = _finalize(store)
+                log.info(
+                    "store complete: %s (%d cells, %.1f s; running std mean %.3f)",
+                    cfg.out,
+                    store.n_cells,
+                    time.perf_counter() - started,
+                    float(moments.std.mean()),
+                )
+    finally:
+        close_distributed(ctx)
+    return cfg.out

@@ -1,0 +1,75 @@
+"""Devices, torch.distributed and versions: resolved once at a stage's entry point."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+
+import torch
+import torch.distributed as dist
+
+from ccfm.errors import CCFMError
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks this rank's GPU when there is one; `cuda` without a GPU is refused."""
+    if requested == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CCFMError(
+                f"--device {requested} was asked for but no CUDA GPU is visible; use --device cpu or auto"
+            )
+        return torch.device(requested if ":" in requested else f"cuda:{local_rank}")
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise CCFMError(f"unknown --device {requested!r}; use auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a torchrun job (rank 0 of 1 when run plainly)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_distributed(device_hint: str) -> DistContext:
+    """Join the torchrun group when launched by torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistContext(0, 1, 0)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_nccl = torch.cuda.is_available() and device_hint != "cpu"
+        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+    return DistContext(rank, world, local_rank)
+
+
+def close_distributed(ctx: DistContext) -> None:
+    if ctx.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def versions() -> dict[str, str]:
+    """Versions of what shapes the numbers, recorded in every artifact."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname()}
+    for pkg in ("ccfm", "torch", "scgpt", "zarr", "numpy", "anndata", "scanpy", "cell-eval"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out

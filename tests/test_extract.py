@@ -1,0 +1,236 @@
+"""Extraction, the latent store and the cache-with-fallback source, on a tiny real checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import REAL_GENES, tiny_gears_adata
+from typer.testing import CliRunner
+
+from ccfm.config import ExtractConfig
+from ccfm.data.loading import load_dataset
+from ccfm.errors import CCFMError
+from ccfm.latent.scgpt_checkpoint import load_scgpt
+from ccfm.latent.source import LatentSource, normalized_features
+from ccfm.latent.store import LatentStore
+from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+from cli import app
+from pipeline import extract
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("extract")
+    tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES).write_h5ad(root / "data.h5ad")
+    build_toy_checkpoint(root / "scgpt", d_model=32, layers=2, heads=4, genes=REAL_GENES, seed=0)
+    build_toy_checkpoint(root / "scgpt_other", d_model=32, layers=2, heads=4, genes=REAL_GENES, seed=1)
+    return root
+
+
+def _cfg(workdir: Path, out: str, **kw) -> ExtractConfig:
+    base = dict(
+        data=workdir / "data.h5ad",
+        scgpt=workdir / "scgpt",
+        out=workdir / out,
+        n_genes=24,
+        batch_size=8,
+        norm_cells=64,
+        shard_cells=16,
+        device="cpu",
+    )
+    return ExtractConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def store_path(workdir: Path) -> Path:
+    return extract.run(_cfg(workdir, "store.zarr"))
+
+
+def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    store = LatentStore.open(path)
+    return store.features[:], store.covered[:]
+
+
+def test_store_layout(store_path: Path) -> None:
+    store = LatentStore.open(store_path)
+    attrs = store.attrs
+    assert attrs["complete"] and store.features.dtype == np.float16
+    assert store.features.shape == (120, 24, 32) and store.n_shards == 8
+    labels = store.array("cell_labels")
+    assert all(labels[i] <= labels[i + 1] for i in range(len(labels) - 1))  # grouped by perturbation
+    assert set(attrs["groups"]) == set(labels.tolist())
+    assert attrs["stand_in"]["scgpt"] is True
+    running = attrs["running_stats"]
+    assert running["count"] == int(store.covered[:].sum())
+    # normalized on covered positions: running mean ≈ 0 and std ≈ 1 per dimension (the sample is all cells)
+    assert np.abs(np.mean(running["mean"])) < 0.05
+    features, covered = _arrays(store_path)
+    assert not features[~covered].any()  # uncovered positions are exactly zero
+
+
+def test_round_trip_equals_extractor(store_path: Path, workdir: Path) -> None:
+    data = load_dataset(workdir / "data.h5ad")
+    store = LatentStore.open(store_path)
+    source = LatentSource.open(store_path, load_scgpt(workdir / "scgpt"))
+    names = store.array("obs_names")[16:32].tolist()
+    rows = [int(np.flatnonzero(data.obs_names == n)[0]) for n in names]
+    cols = [int(np.flatnonzero(data.gene_symbols == g)[0]) for g in source.genes]
+    expression = data.expression[rows][:, cols].toarray()
+    direct = normalized_features(source.extractor, source.stats, expression, names, batch_size=8)
+    stored = store.read(np.arange(16, 32))
+    np.testing.assert_array_equal(stored.features, direct.features)
+    np.testing.assert_array_equal(stored.covered, direct.covered)
+
+    # the fallback computes cells one batch composition or another: equal up to fp16 rounding of float noise
+    computed = source.compute(names[:5], expression[:5])
+    np.testing.assert_allclose(
+        computed.features.astype(np.float32), stored.features[:5].astype(np.float32), atol=2e-3, rtol=2e-3
+    )
+    np.testing.assert_array_equal(computed.covered, stored.covered[:5])
+    fresh = source.get(["not-cached-1", "not-cached-2"], expression[:2])
+    assert fresh.n_hits == 0
+    expected = source.compute(["not-cached-1", "not-cached-2"], expression[:2])
+    np.testing.assert_array_equal(fresh.features, expected.features.astype(np.float32))
+    cached = source.get(names[:5], expression[:5])
+    assert cached.n_hits == 5
+    np.testing.assert_array_equal(cached.features, stored.features[:5].astype(np.float32))
+
+
+def test_extract_twice_is_byte_identical(store_path: Path, workdir: Path) -> None:
+    again = extract.run(_cfg(workdir, "store_again.zarr"))
+    for a, b in zip(_arrays(store_path), _arrays(again), strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_source_refuses_other_checkpoint_panel_and_data(store_path: Path, workdir: Path) -> None:
+    with pytest.raises(CCFMError, match="another scGPT checkpoint"):
+        LatentSource.open(store_path, load_scgpt(workdir / "scgpt_other"))
+    source = LatentSource.open(store_path, load_scgpt(workdir / "scgpt"))
+    with pytest.raises(CCFMError, match="another gene panel"):
+        source.check_panel(source.genes[::-1])
+    name = source.store.array("obs_names")[0]
+    with pytest.raises(CCFMError, match="different expression"):
+        source.get([name], np.full((1, len(source.genes)), 3.0, dtype=np.float32))
+    no_model = LatentSource.open(store_path, None)
+    with pytest.raises(CCFMError, match="not in latent store .* pass --scgpt"):
+        no_model.get(["unknown-cell"], np.ones((1, len(source.genes)), dtype=np.float32))
+
+
+def test_resume_refuses_other_data_and_existing_store(
+    store_path: Path, workdir: Path, tmp_path: Path
+) -> None:
+    tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES, seed=7).write_h5ad(tmp_path / "other.h5ad")
+    with pytest.raises(CCFMError, match="data differ"):
+        extract.run(_cfg(workdir, "store.zarr", data=tmp_path / "other.h5ad", resume=True))
+    with pytest.raises(CCFMError, match="already exists; pass --resume"):
+        extract.run(_cfg(workdir, "store.zarr"))
+
+
+def test_a_live_writer_lock_is_respected(workdir: Path) -> None:
+    lock = workdir / "locked.zarr.lock"
+    lock.write_text(f'{{"pid": {os.getpid()}, "host": "{os.uname().nodename}"}}')
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "extract",
+                str(workdir / "data.h5ad"),
+                "--scgpt",
+                str(workdir / "scgpt"),
+                "--out",
+                str(workdir / "locked.zarr"),
+                "--genes",
+                "24",
+                "--device",
+                "cpu",
+            ],
+        )
+    finally:
+        lock.unlink()
+    assert result.exit_code == 1
+    assert "is being written by pid" in result.output and "Traceback" not in result.output
+    assert not (workdir / "locked.zarr").exists()
+
+
+def _extract_cmd(workdir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ccfm",
+        "extract",
+        str(workdir / "data.h5ad"),
+        "--scgpt",
+        str(workdir / "scgpt"),
+        "--out",
+        str(out),
+        "--genes",
+        "24",
+        "--batch-size",
+        "1",
+        "--norm-cells",
+        "64",
+        "--shard-cells",
+        "4",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_way_then_resume_is_byte_identical(
+    store_path: Path, workdir: Path, tmp_path: Path
+) -> None:
+    reference = extract.run(_cfg(workdir, "reference_4.zarr", shard_cells=4, batch_size=1))
+    out = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(
+        _extract_cmd(workdir, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "progress").glob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "progress").glob("*.json")))
+    assert 3 <= done < 30, f"kill did not land mid-way ({done} of 30 shards complete)"
+    assert not LatentStore.open(out).attrs["complete"]
+    resumed = subprocess.run(_extract_cmd(workdir, out, "--resume"), cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for a, b in zip(_arrays(reference), _arrays(out), strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.slow
+def test_two_ranks_take_disjoint_shards(workdir: Path, tmp_path: Path) -> None:
+    reference = (
+        extract.run(_cfg(workdir, "reference_4.zarr", shard_cells=4, batch_size=1))
+        if not (workdir / "reference_4.zarr").exists()
+        else workdir / "reference_4.zarr"
+    )
+    out = tmp_path / "ranks.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--module",
+        *_extract_cmd(workdir, out)[2:],
+    ]
+    result = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 1: 15 shards" in result.stderr and "rank 0: 15 shards" in result.stderr
+    for a, b in zip(_arrays(reference), _arrays(out), strict=True):
+        assert a.tobytes() == b.tobytes()
