@@ -90,3 +90,27 @@ class ExtractConfig:
             "shard_cells": self.shard_cells,
             "seed": self.seed,
         }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The cascaded flow model (scDFM backbone + Latent Forcing latent stream)."""
+
+    n_genes: int  # gene vocabulary: panel genes + perturbed genes outside the panel
+    n_drugs: int = 0  # drug table size (0 for CRISPR data)
+    latent_dim: int = 512  # D, scGPT feature width (unused when latent == "none")
+    latent: Literal["scgpt", "none"] = "scgpt"  # "none" is the scDFM-equivalent ablation
+    d_model: int = 128  # H, hidden width
+    heads: int = 8  # attention heads
+    layers: int = 4  # backbone layers (modulation + adapter + differential perceiver)
+    latent_bottleneck: int = 128  # latent embedder D -> bottleneck -> H
+    latent_head_blocks: int = 2  # adaLN blocks in the latent head
+    dropout: float = 0.1  # adapter dropout (off in eval mode)
+    graph_k: int = 30  # neighbours per gene in the co-expression graph
+    value_clamp: float = 512.0  # value encoders clamp inputs at this
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"d_model": 32, "heads": 4, "layers": 2, "latent_bottleneck": 32, "latent_head_blocks": 1},
+    "base": {"d_model": 128, "heads": 8, "layers": 4, "latent_bottleneck": 128, "latent_head_blocks": 2},
+}
