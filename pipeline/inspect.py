@@ -15,8 +15,8 @@ from ccfm.errors import CCFMError
 def _stand_in_line(adata: ad.AnnData) -> str:
     if not adata.uns.get("stand_in", False):
         return "origin: real data (no stand-in flag in uns)"
-    description = adata.uns.get("simulation", {}).get("description", "simulated stand-in")
-    return f"origin: SIMULATED STAND-IN — {description}"
+    description = adata.uns.get("simulation", {}).get("description", "")
+    return f"origin: {description or 'SIMULATED stand-in (uns[stand_in] is set)'}"
 
 
 def summary_lines(data: PerturbationData) -> list[str]:
@@ -46,4 +46,9 @@ def describe(path: Path, overrides: SchemaOverrides) -> str:
         raise CCFMError(f"data file {path} does not exist; pass the path of an .h5ad file")
     adata = ad.read_h5ad(path)
     data = from_anndata(adata, overrides, source=str(path))
-    return "\n".join([f"{path}", *summary_lines(data), _stand_in_line(adata)])
+    n_labels = adata.obs[data.schema.pert_col].nunique()
+    lines = [f"{path}", *summary_lines(data), f"labels: {n_labels} distinct in obs[{data.schema.pert_col!r}]"]
+    if data.schema.counts_layer is not None:
+        totals = np.asarray(adata.layers[data.schema.counts_layer].sum(axis=1)).ravel()  # (N,)
+        lines.append(f"median total counts in layers[{data.schema.counts_layer!r}]: {np.median(totals):,.0f}")
+    return "\n".join([*lines, _stand_in_line(adata)])

@@ -1,0 +1,67 @@
+"""`ccfm simulate`: write a labelled, SIMULATED stand-in (Norman- or ComboSciPlex-shaped) as .h5ad."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import anndata as ad
+
+from ccfm.config import SimulateConfig, to_json_dict
+from ccfm.data.simulate_combosciplex import simulate_combosciplex
+from ccfm.data.simulate_norman import simulate_norman
+from ccfm.errors import CCFMError
+
+log = logging.getLogger(__name__)
+
+SIMULATORS: dict[str, Callable[[float, int, int], ad.AnnData]] = {
+    "norman": simulate_norman,
+    "combosciplex": simulate_combosciplex,
+}
+
+
+def _check_output(cfg: SimulateConfig) -> Path:
+    out = Path(cfg.out)
+    if cfg.kind not in SIMULATORS:
+        raise CCFMError(f"unknown data set {cfg.kind!r}; choose one of: {', '.join(SIMULATORS)}")
+    if out.is_dir():
+        raise CCFMError(
+            f"{out} is a folder; --out must name an .h5ad file, e.g. {out / (cfg.kind + '.h5ad')}"
+        )
+    if out.exists() and not cfg.overwrite:
+        raise CCFMError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    return out
+
+
+def write_h5ad_atomic(adata: ad.AnnData, out: Path) -> None:
+    """Write to a temporary file beside `out`, then rename: a reader never sees a half-written file."""
+    # A fresh unique name rather than mkstemp: mkstemp's 0600 mode would survive the rename.
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp.h5ad")
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def run(cfg: SimulateConfig) -> Path:
+    """Simulate the data set `cfg.kind` and write it to `cfg.out`; returns the written path."""
+    out = _check_output(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "simulating a %s-shaped stand-in (scale %g, seed %d, at least %d cells per condition)",
+        cfg.kind,
+        cfg.scale,
+        cfg.seed,
+        cfg.min_cells,
+    )
+    adata = SIMULATORS[cfg.kind](cfg.scale, cfg.seed, cfg.min_cells)
+    adata.uns["simulation"]["config"] = json.dumps(to_json_dict(cfg))  # the artifact describes itself
+    write_h5ad_atomic(adata, out)
+    log.info("wrote %s", out)
+    return out
