@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ccfm.config import ExtractConfig, SchemaOverrides, SimulateConfig, ToyScgptConfig
+from ccfm.config import ExtractConfig, SchemaOverrides, SimulateConfig, ToyScgptConfig, TrainConfig
 from ccfm.errors import CCFMError
 
 app = typer.Typer(
@@ -187,9 +187,45 @@ def extract(
 
 
 @app.command()
-def train() -> None:
-    """Train the cascaded flow model from expression and cached latents (not implemented yet)."""
-    _not_implemented("train")
+def train(
+    data: Annotated[Path, typer.Argument(help="Perturbation .h5ad file (the one the cache was extracted from).")],
+    cache: Annotated[Path, typer.Option("--cache", help="Latent store from `ccfm extract`.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder.")],
+    split: Annotated[str, typer.Option(help="additive, holdout, unseen-single, combosciplex or file.")] = "additive",
+    fold: Annotated[int, typer.Option(help="Fold of the split.")] = 0,
+    split_seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
+    split_file: Annotated[Path | None, typer.Option(help="Test conditions, one per line (--split file).")] = None,
+    preset: Annotated[str, typer.Option(help="Model preset: tiny or base.")] = "base",
+    steps: Annotated[int, typer.Option(help="Optimizer steps, exactly.")] = 200_000,
+    batch_size: Annotated[int, typer.Option(help="Target cells (and control cells) per step.")] = 48,
+    latent: Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")] = "scgpt",
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
+    scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of batches, noise, times and initialization.")] = 0,
+    pert_col: PertCol = None,
+    control: Control = None,
+    gene_col: GeneCol = None,
+    counts_layer: CountsLayer = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train the cascaded flow model, streaming cached latents alongside expression."""
+    from pipeline import train as stage
+
+    if latent not in ("scgpt", "none"):
+        _call(_raise, f"--latent must be scgpt or none, got {latent!r}")
+    cfg = TrainConfig(
+        data=data, cache=cache, out=out, scgpt=scgpt,
+        schema=SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer),
+        split=split, fold=fold, split_seed=split_seed, split_file=split_file, preset=preset, latent=latent,
+        steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every, workers=workers,
+        device=device, resume=resume, overwrite=overwrite, seed=seed,
+    )
+    path = _call(stage.run, cfg)
+    typer.echo(f"run written to {path} (checkpoints/, loss.csv, loss.png, split.json, run.json)")
 
 
 @app.command()

@@ -114,3 +114,41 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"d_model": 32, "heads": 4, "layers": 2, "latent_bottleneck": 32, "latent_head_blocks": 1},
     "base": {"d_model": 128, "heads": 8, "layers": 4, "latent_bottleneck": 128, "latent_head_blocks": 2},
 }
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`ccfm train`: the cascaded model from expression and cached latents."""
+
+    data: Path  # perturbation .h5ad (the one the store was extracted from)
+    cache: Path  # latent store from `ccfm extract`
+    out: Path  # run folder
+    scgpt: Path | None = None  # checkpoint for latents of cells outside the store (on-the-fly fallback)
+    schema: SchemaOverrides = SchemaOverrides()  # where labels, control and genes live
+    split: str = "additive"  # additive | holdout | unseen-single | combosciplex | file
+    fold: int = 0  # fold of the split
+    split_seed: int = 0  # seeds the held-out draw
+    test_fraction: float = 0.3  # fraction of the pool held out
+    split_file: Path | None = None  # test conditions, one per line, for split == "file"
+    preset: str = "base"  # model preset: tiny | base
+    latent: Literal["scgpt", "none"] = "scgpt"  # "none" trains the scDFM-equivalent ablation
+    steps: int = 200_000  # optimizer steps, exactly
+    batch_size: int = 48  # target cells (and as many control cells) per step
+    lr: float = 5e-5  # peak learning rate (Adam)
+    lr_min: float = 1e-6  # cosine schedule floor
+    warmup_steps: int = 1000  # linear warm-up (capped at a tenth of the steps)
+    grad_clip: float = 1.0  # max global gradient norm
+    ema_decay: float = 0.999  # EMA of the weights, used for sampling
+    latent_first_prob: float = 0.4  # share of samples that train the latent stream
+    t_latent_for_expr: Literal["clean", "late"] = "clean"  # t_latent of expression samples: 1 or U(0.75, 1)
+    t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
+    latent_weight: float = 1.0  # weight of the latent MSE
+    mmd_weight: float = 0.5  # γ, weight of the MMD² term
+    cfg_dropout: float = 0.0  # perturbation label dropout (for classifier-free guidance)
+    gene_subset: int | None = None  # random genes per step (None: the whole panel)
+    checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
+    workers: int = 2  # data-loading processes
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = False  # continue from the run folder's last checkpoint
+    overwrite: bool = False  # delete an existing run folder first
+    seed: int = 0  # seeds batches, noise, times and initialization

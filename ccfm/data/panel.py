@@ -38,14 +38,19 @@ class GenePanel:
 
     def index_in(self, data: PerturbationData) -> np.ndarray:
         """Columns of this panel's genes in `data`; refuses data that lacks any of them."""
-        where = {g: i for i, g in enumerate(data.gene_symbols.tolist())}
-        missing = [g for g in self.symbols if g not in where]
-        if missing:
-            raise CCFMError(
-                f"{len(missing)} panel genes are not in {data.source} (e.g. {', '.join(missing[:5])}); "
-                "use the data set the panel was chosen on, or re-run `ccfm extract` on this one"
-            )
-        return np.array([where[g] for g in self.symbols], dtype=np.int64)
+        return panel_columns(data, list(self.symbols))
+
+
+def panel_columns(data: PerturbationData, symbols: list[str]) -> np.ndarray:
+    """(G,) column of each panel gene in `data`; refuses data that lack any of them."""
+    where = {g: i for i, g in enumerate(data.gene_symbols.tolist())}
+    missing = [g for g in symbols if g not in where]
+    if missing:
+        raise CCFMError(
+            f"{len(missing)} panel genes are not in {data.source} (e.g. {', '.join(missing[:5])}); "
+            "use the data set the panel was chosen on, or re-run `ccfm extract` on this one"
+        )
+    return np.array([where[g] for g in symbols], dtype=np.int64)
 
 
 def _dispersion_rank(data: PerturbationData, rows: np.ndarray) -> np.ndarray:

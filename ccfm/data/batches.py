@@ -1,0 +1,169 @@
+"""Training batches: one perturbation's target cells, as many random control cells, and their latents.
+
+A batch is a pure function of (seed, step, rank): a map-style dataset indexed by step, so worker
+processes, restarts and resumed runs all see exactly the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ccfm.data.conditions import Perturbation
+from ccfm.data.loading import PerturbationData
+from ccfm.errors import CCFMError
+
+EMPTY_SLOT = -1
+SLOTS = 2
+
+
+@dataclass(frozen=True)
+class PerturbationVocab:
+    """Token ids for perturbations: genes share the model's gene table, drugs have their own."""
+
+    genes: tuple[str, ...]  # model gene vocabulary: the panel in order, then perturbed genes outside it
+    drugs: tuple[str, ...]  # drug names, sorted
+
+    def ids(self, pert: Perturbation) -> np.ndarray:
+        """(P,) token ids: genes in [0, n_genes), drugs in [n_genes, n_genes + n_drugs), -1 empty."""
+        gene_id = {g: i for i, g in enumerate(self.genes)}
+        drug_id = {d: len(self.genes) + i for i, d in enumerate(self.drugs)}
+        out = np.full(SLOTS, EMPTY_SLOT, dtype=np.int64)
+        for slot, token in enumerate(pert.tokens):
+            if token in gene_id:
+                out[slot] = gene_id[token]
+            elif token in drug_id:
+                out[slot] = drug_id[token]
+            else:
+                raise CCFMError(
+                    f"perturbation token {token!r} is unknown to this model; it was not in the "
+                    "training data's perturbations"
+                )
+        return out
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"genes": list(self.genes), "drugs": list(self.drugs)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> PerturbationVocab:
+        return cls(tuple(raw["genes"]), tuple(raw["drugs"]))
+
+
+def build_vocab(panel_genes: list[str], data: PerturbationData) -> PerturbationVocab:
+    """Panel genes first; drug data (ComboSciPlex) put every token in the drug table."""
+    tokens = sorted({t for p in data.perturbations.values() for t in p.tokens})
+    if data.schema.kind == "combosciplex":
+        return PerturbationVocab(tuple(panel_genes), tuple(tokens))
+    extra = [t for t in tokens if t not in set(panel_genes)]
+    return PerturbationVocab(tuple(panel_genes) + tuple(extra), ())
+
+
+@dataclass(frozen=True)
+class TrainingCells:
+    """The cells a run trains on, with panel expression."""
+
+    expression: sp.csr_matrix  # (N, G) panel expression of every cell of the data set
+    obs_names: np.ndarray  # (N,)
+    by_condition: dict[str, np.ndarray]  # training condition -> cell rows
+    controls: np.ndarray  # control cell rows
+    tokens: dict[str, np.ndarray]  # training condition -> (P,) token ids
+
+    @classmethod
+    def from_data(
+        cls, data: PerturbationData, panel_columns: np.ndarray, train: list[str], vocab: PerturbationVocab
+    ) -> TrainingCells:
+        return cls(
+            expression=data.expression[:, panel_columns].tocsr(),
+            obs_names=data.obs_names,
+            by_condition={lab: data.cell_indices(lab) for lab in train},
+            controls=data.control_indices(),
+            tokens={lab: vocab.ids(data.perturbations[lab]) for lab in train},
+        )
+
+
+@dataclass
+class TrainBatch:
+    """One step's tensors (no batch dimension added by a DataLoader: it is already B)."""
+
+    target: torch.Tensor  # (B, G) target cells' expression
+    control: torch.Tensor  # (B, G) random control cells' expression
+    genes: torch.Tensor  # (G,) long, ids into the model's gene vocabulary
+    pert: torch.Tensor  # (B, P) long perturbation tokens
+    latent: torch.Tensor | None  # (B, G, D) normalized latent of the target cells
+    latent_covered: torch.Tensor | None  # (B, G) bool
+    step: int
+
+    def to(self, device: torch.device) -> TrainBatch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return TrainBatch(
+            move(self.target),
+            move(self.control),
+            move(self.genes),
+            move(self.pert),
+            move(self.latent),
+            move(self.latent_covered),
+            self.step,
+        )
+
+
+class BatchStream(torch.utils.data.Dataset):
+    """Map-style dataset: item `step` is that step's batch. The latent source opens lazily per process."""
+
+    def __init__(
+        self,
+        cells: TrainingCells,
+        source_spec: Any | None,
+        batch_size: int,
+        gene_subset: int | None,
+        seed: int,
+        rank: int = 0,
+        steps: int = 0,
+    ) -> None:
+        self.cells = cells
+        self.source_spec = source_spec  # an object with .open() -> LatentSource, or None (latent "none")
+        self.batch_size = batch_size
+        self.gene_subset = gene_subset
+        self.seed = seed
+        self.rank = rank
+        self.steps = steps
+        self.conditions = sorted(cells.by_condition)
+        self._source = None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _pick(self, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
+        return rng.choice(pool, size=self.batch_size, replace=pool.size < self.batch_size)
+
+    def __getitem__(self, step: int) -> TrainBatch:
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        condition = self.conditions[int(rng.integers(len(self.conditions)))]
+        target_rows = np.sort(self._pick(rng, self.cells.by_condition[condition]))
+        control_rows = self._pick(rng, self.cells.controls)
+        n_genes = self.cells.expression.shape[1]
+        genes = np.arange(n_genes)
+        if self.gene_subset is not None and self.gene_subset < n_genes:
+            genes = np.sort(rng.choice(n_genes, size=self.gene_subset, replace=False))
+        target = self.cells.expression[target_rows].toarray()  # (B, G)
+        control = self.cells.expression[control_rows].toarray()  # (B, G)
+        latent = covered = None
+        if self.source_spec is not None:
+            if self._source is None:
+                self._source = self.source_spec.open()
+            got = self._source.get(self.cells.obs_names[target_rows].tolist(), target)
+            latent = torch.from_numpy(got.features[:, genes])  # (B, G', D)
+            covered = torch.from_numpy(got.covered[:, genes])  # (B, G')
+        pert = np.repeat(self.cells.tokens[condition][None, :], self.batch_size, axis=0)  # (B, P)
+        return TrainBatch(
+            target=torch.from_numpy(target[:, genes]),
+            control=torch.from_numpy(control[:, genes]),
+            genes=torch.from_numpy(genes),
+            pert=torch.from_numpy(pert),
+            latent=latent,
+            latent_covered=covered,
+            step=step,
+        )

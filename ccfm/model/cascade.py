@@ -1,0 +1,152 @@
+"""The cascaded flow model: an scDFM backbone on expression, guided by a flowing scGPT latent.
+
+With `latent == "scgpt"` the model reads a noisy latent z_t (added to the expression tokens) and its time
+(added to the conditioning vector), and predicts both velocities. With `latent == "none"` it has no latent
+parameters at all and is the scDFM-equivalent ablation built from the same code.
+
+Shape legend: B cells, G genes, D scGPT width, H hidden width, P perturbation slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ccfm.config import ModelConfig
+from ccfm.errors import CCFMError
+from ccfm.model.blocks import BackboneLayer
+from ccfm.model.embeddings import (
+    LatentEmbedder,
+    PerturbationEmbedder,
+    TimestepEmbedder,
+    TokenFusion,
+    ValueEncoder,
+)
+from ccfm.model.graph import GeneEncoder
+from ccfm.model.heads import ExpressionHead, LatentHead
+
+
+@dataclass
+class FlowInputs:
+    """One batch as the model sees it. Times may also be 0-d tensors, shared by the whole batch."""
+
+    x_t: Tensor  # (B, G) noisy expression state
+    control: Tensor  # (B, G) paired control cells' expression (log1p)
+    genes: Tensor  # (G,) long ids into the gene vocabulary (a gene subset is allowed)
+    pert: Tensor  # (B, P) long: [0, n_genes) gene, [n_genes, n_genes + n_drugs) drug, -1 empty slot
+    t_expr: Tensor  # (B,) expression time in [0, 1]
+    z_t: Tensor | None = None  # (B, G, D) noisy latent state (None when cfg.latent == "none")
+    t_latent: Tensor | None = None  # (B,) latent time (None when cfg.latent == "none")
+
+
+@dataclass
+class FlowOutputs:
+    """Predicted velocities."""
+
+    expr_velocity: Tensor  # (B, G)
+    latent_velocity: Tensor | None  # (B, G, D); None when cfg.latent == "none"
+
+
+def _expect_shape(name: str, tensor: Tensor, shape: tuple[int, ...], meaning: str) -> None:
+    if tuple(tensor.shape) != shape:
+        raise CCFMError(f"FlowInputs.{name} has shape {tuple(tensor.shape)}, expected {shape} ({meaning}).")
+
+
+def _batch_time(name: str, t: Tensor, batch: int) -> Tensor:
+    """A (B,) time from a (B,) or 0-d tensor."""
+    if t.ndim == 0:
+        return t.expand(batch)  # (B,)
+    _expect_shape(name, t, (batch,), "one time per cell, B")
+    return t
+
+
+def _check_inputs(cfg: ModelConfig, inputs: FlowInputs) -> None:
+    """Shape and presence checks; values are not inspected (that would synchronize a GPU every step)."""
+    if inputs.genes.ndim != 1 or inputs.genes.dtype != torch.long:
+        raise CCFMError(
+            f"FlowInputs.genes must be a 1-D long tensor of gene ids; got {inputs.genes.dtype} "
+            f"of shape {tuple(inputs.genes.shape)}."
+        )
+    if inputs.x_t.ndim != 2:
+        raise CCFMError(f"FlowInputs.x_t must be (B, G); got shape {tuple(inputs.x_t.shape)}.")
+    b, g = inputs.x_t.shape
+    _expect_shape("x_t", inputs.x_t, (b, len(inputs.genes)), "B cells × the G genes in `genes`")
+    _expect_shape("control", inputs.control, (b, g), "one control cell per noisy cell, same genes")
+    if inputs.pert.ndim != 2 or inputs.pert.shape[0] != b or inputs.pert.dtype != torch.long:
+        raise CCFMError(
+            f"FlowInputs.pert must be a (B={b}, P) long tensor of perturbation tokens; got "
+            f"{inputs.pert.dtype} of shape {tuple(inputs.pert.shape)}."
+        )
+    if cfg.latent == "none":
+        if inputs.z_t is not None or inputs.t_latent is not None:
+            raise CCFMError(
+                "this model was built with latent='none' (no latent stream); pass z_t=None and "
+                "t_latent=None, or build the model with latent='scgpt'."
+            )
+        return
+    if inputs.z_t is None or inputs.t_latent is None:
+        raise CCFMError(
+            "this model was built with latent='scgpt': FlowInputs needs z_t (B, G, D) and "
+            "t_latent (B,); build with latent='none' for the ablation without a latent."
+        )
+    _expect_shape("z_t", inputs.z_t, (b, g, cfg.latent_dim), "B × G × D, D = cfg.latent_dim")
+
+
+class CascadedFlowModel(nn.Module):
+    """Predicts expression velocity and (with a latent stream) scGPT-latent velocity."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.latent not in ("scgpt", "none"):
+            raise CCFMError(f"ModelConfig.latent must be 'scgpt' or 'none'; got {cfg.latent!r}.")
+        if cfg.n_genes < 1 or cfg.n_drugs < 0:
+            raise CCFMError(f"ModelConfig needs n_genes ≥ 1 and n_drugs ≥ 0; got {cfg.n_genes}, {cfg.n_drugs}.")
+        self.cfg = cfg
+        hidden = cfg.d_model
+        self.gene_encoder = GeneEncoder(cfg.n_genes, hidden, cfg.heads)
+        self.state_encoder = ValueEncoder(hidden, cfg.value_clamp)
+        self.control_encoder = ValueEncoder(hidden, cfg.value_clamp)
+        self.fusion = TokenFusion(hidden)
+        self.pert_embedder = PerturbationEmbedder(cfg.n_genes, cfg.n_drugs, hidden)
+        self.t_expr_embedder = TimestepEmbedder(hidden)
+        self.layers = nn.ModuleList(
+            [BackboneLayer(hidden, cfg.heads, depth, cfg.dropout) for depth in range(cfg.layers)]
+        )
+        self.expr_head = ExpressionHead(hidden)
+        if cfg.latent == "scgpt":
+            self.t_latent_embedder = TimestepEmbedder(hidden)
+            self.latent_embedder = LatentEmbedder(cfg.latent_dim, cfg.latent_bottleneck, hidden)
+            self.latent_head = LatentHead(hidden, cfg.heads, cfg.latent_dim, cfg.latent_head_blocks)
+
+    @property
+    def has_latent(self) -> bool:
+        return self.cfg.latent == "scgpt"
+
+    def set_gene_graph(self, adjacency: Tensor) -> None:
+        """adjacency: (n_genes, n_genes) bool with self-loops; stored in the state_dict."""
+        self.gene_encoder.set_graph(adjacency)
+
+    def forward(self, inputs: FlowInputs) -> FlowOutputs:
+        _check_inputs(self.cfg, inputs)
+        b = inputs.x_t.shape[0]
+        gene_tokens = self.gene_encoder(inputs.genes)  # (G, H)
+        control_tokens = self.control_encoder(inputs.control) + gene_tokens  # (B, G, H)
+        state_tokens = self.state_encoder(inputs.x_t) + gene_tokens  # (B, G, H)
+        tokens = self.fusion(state_tokens, control_tokens)  # (B, G, H)
+        pert = self.pert_embedder(inputs.pert, self.gene_encoder.embedding.weight)  # (B, H)
+        c = self.t_expr_embedder(_batch_time("t_expr", inputs.t_expr, b)) + pert  # (B, H)
+        if self.has_latent:
+            c = c + self.t_latent_embedder(_batch_time("t_latent", inputs.t_latent, b))  # (B, H)
+            tokens = tokens + self.latent_embedder(inputs.z_t)  # (B, G, H)
+        for layer in self.layers:
+            tokens = layer(tokens, gene_tokens, control_tokens, pert, c)  # (B, G, H)
+        expr_velocity = self.expr_head(tokens, pert)  # (B, G)
+        latent_velocity = self.latent_head(tokens, c) if self.has_latent else None  # (B, G, D)
+        return FlowOutputs(expr_velocity=expr_velocity, latent_velocity=latent_velocity)
+
+
+def build_model(cfg: ModelConfig) -> CascadedFlowModel:
+    """The model for a config (parameters drawn from torch's default generator: seed at the entry point)."""
+    return CascadedFlowModel(cfg)

@@ -1,0 +1,217 @@
+"""`ccfm train`: the cascaded flow model from expression and cached latents.
+
+Batches are a pure function of (seed, step, rank) and each step reseeds dropout and noise, so a
+run resumed from a checkpoint continues exactly as the uninterrupted run would have. Under
+torchrun the model is wrapped in DistributedDataParallel; rank 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ccfm.atomic import write_json_atomic
+from ccfm.config import TrainConfig
+from ccfm.data.batches import BatchStream
+from ccfm.errors import CCFMError
+from ccfm.flow.objective import ObjectiveConfig, StepInputs, cascade_objective
+from ccfm.flow.time_sampling import CascadeTimeConfig
+from ccfm.model.cascade import build_model
+from ccfm.model.ema import EMA
+from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.loss_log import LossLog
+from pipeline.runtime import DistContext, close_distributed, init_distributed, resolve_device, versions
+from pipeline.train_setup import RunSetup, SourceSpec, check_resumable, describe_run, gene_graph, prepare
+
+log = logging.getLogger(__name__)
+
+
+def step_seed(seed: int, step: int, rank: int, stream: str) -> int:
+    digest = hashlib.blake2b(f"{seed}:{step}:{rank}:{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def lr_lambda(cfg: TrainConfig) -> Any:
+    warmup = min(cfg.warmup_steps, max(1, cfg.steps // 10))
+    floor = cfg.lr_min / cfg.lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: str) -> None:
+    if cfg.out.exists() and not cfg.resume:
+        if not cfg.overwrite:
+            raise CCFMError(f"run folder {cfg.out} already exists; pass --resume to continue it or --overwrite")
+        shutil.rmtree(cfg.out)
+    if cfg.resume and (cfg.out / "run.json").is_file():
+        check_resumable(json.loads((cfg.out / "run.json").read_text()), run_info, cfg.out)
+        if (cfg.out / "split.json").read_text() != split_json:
+            raise CCFMError(f"cannot resume {cfg.out}: the split differs from the saved split.json")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cfg.out / "run.json", {**run_info, "versions": versions()})
+    (cfg.out / "split.json").write_text(split_json)
+
+
+@dataclasses.dataclass
+class Trainer:
+    cfg: TrainConfig
+    setup: RunSetup
+    ctx: DistContext
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
+        self.model = build_model(self.setup.model).to(self.device)
+        self.model.set_gene_graph(gene_graph(self.setup, self.setup.model.graph_k, self.cfg.seed).to(self.device))
+        self.ema = EMA(self.model, self.cfg.ema_decay)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg))
+        self.net = DistributedDataParallel(self.model) if self.ctx.world > 1 else self.model
+        self.objective = ObjectiveConfig(
+            times=CascadeTimeConfig(self.cfg.latent_first_prob, self.cfg.t_latent_for_expr, self.cfg.t_dist),
+            latent_weight=self.cfg.latent_weight,
+            mmd_weight=self.cfg.mmd_weight,
+            cfg_dropout=self.cfg.cfg_dropout,
+        )
+
+    def state(self, step: int, run_info: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **run_info,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "versions": versions(),
+            "completed_steps": step,
+        }
+
+    def restore(self, payload: dict[str, Any]) -> int:
+        self.model.load_state_dict(payload["model"])
+        self.ema.load_state_dict(payload["ema"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        return int(payload["completed_steps"])
+
+    def loader(self, start: int) -> torch.utils.data.DataLoader:
+        use_latent = self.setup.model.latent == "scgpt"
+        spec = SourceSpec(self.cfg.cache, self.cfg.scgpt) if use_latent else None
+        stream = BatchStream(
+            self.setup.cells,
+            spec,
+            self.cfg.batch_size,
+            self.cfg.gene_subset,
+            self.cfg.seed,
+            self.ctx.rank,
+            self.cfg.steps,
+        )
+        return torch.utils.data.DataLoader(
+            stream,
+            batch_size=None,
+            sampler=range(start, self.cfg.steps),
+            num_workers=self.cfg.workers,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG untouched
+            prefetch_factor=4 if self.cfg.workers else None,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        self.net.train()
+        torch.manual_seed(step_seed(self.cfg.seed, batch.step, self.ctx.rank, "dropout"))
+        generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, batch.step, self.ctx.rank, "noise"))
+        batch = batch.to(self.device)
+        inputs = StepInputs(batch.target, batch.control, batch.genes, batch.pert, batch.latent)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        )
+        with autocast:
+            terms = cascade_objective(self.net, inputs, self.objective, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.model)
+        return {
+            "loss": terms.total.item(),
+            "expr_mse": terms.expr_mse.item(),
+            "latent_mse": terms.latent_mse.item(),
+            "mmd": terms.mmd.item(),
+            "grad_norm": float(grad_norm),
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+
+def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLog | None) -> None:
+    cfg, ctx = trainer.cfg, trainer.ctx
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not ctx.is_main)
+    waited = time.perf_counter()
+    for batch in trainer.loader(start):
+        wait = time.perf_counter() - waited
+        row = trainer.train_step(batch)
+        done = batch.step + 1
+        if losses is not None:
+            losses.append(done, {**row, "data_wait_s": wait})
+            bar.set_postfix(expr=f"{row['expr_mse']:.3f}", latent=f"{row['latent_mse']:.3f}", mmd=f"{row['mmd']:.3f}")
+        bar.update(1)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if ctx.is_main:
+                save_checkpoint(cfg.out, done, trainer.state(done, run_info))
+                losses.flush()
+            ctx.barrier()
+        waited = time.perf_counter()
+    bar.close()
+
+
+def run(cfg: TrainConfig) -> Path:
+    if cfg.steps < 1 or cfg.batch_size < 2 or cfg.checkpoint_every < 1:
+        raise CCFMError("--steps and --checkpoint-every must be ≥ 1 and --batch-size ≥ 2")
+    ctx = init_distributed(cfg.device)
+    try:
+        device = resolve_device(cfg.device, ctx.local_rank)
+        setup = prepare(cfg)
+        run_info = describe_run(cfg, setup)
+        if ctx.is_main:
+            _prepare_run_folder(cfg, run_info, setup.split.to_json())
+        ctx.barrier()
+        trainer = Trainer(cfg, setup, ctx, device)
+        checkpoint = last_checkpoint(cfg.out) if cfg.resume else None
+        start = trainer.restore(load_checkpoint(checkpoint)) if checkpoint is not None else 0
+        log.info(
+            "training %s model (%s preset, %d parameters) on %d conditions for steps %d..%d on %s",
+            setup.model.latent,
+            cfg.preset,
+            sum(p.numel() for p in trainer.model.parameters()),
+            len(setup.split.train),
+            start,
+            cfg.steps,
+            device,
+        )
+        losses = LossLog(cfg.out / "loss.csv", keep_until=start) if ctx.is_main else None
+        if start < cfg.steps:
+            _loop(trainer, start, run_info, losses)
+        if losses is not None:
+            losses.flush()
+            losses.plot(cfg.out / "loss.png", stand_in=any(run_info["stand_in"].values()))
+    finally:
+        close_distributed(ctx)
+    return cfg.out

@@ -1,0 +1,126 @@
+"""What a training run is built from: data, latent store, split, vocabularies, model config, graph.
+
+Everything here is derived deterministically from the TrainConfig, so every rank (and a resumed
+run) rebuilds the same setup; the run folder records it for `generate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ccfm.config import MODEL_PRESETS, ModelConfig, TrainConfig
+from ccfm.data.batches import PerturbationVocab, TrainingCells, build_vocab
+from ccfm.data.loading import PerturbationData, load_dataset
+from ccfm.data.panel import panel_columns
+from ccfm.data.splits import Split, make_split
+from ccfm.errors import CCFMError
+from ccfm.latent.scgpt_checkpoint import load_scgpt
+from ccfm.latent.source import LatentSource
+from ccfm.latent.store import LatentStore
+from ccfm.model.graph import coexpression_graph
+
+GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a worker process opens the latent source (opened lazily, after the fork)."""
+
+    cache: Path
+    scgpt: Path | None
+    batch_size: int = 32
+
+    def open(self) -> LatentSource:
+        scgpt = load_scgpt(self.scgpt) if self.scgpt is not None else None
+        return LatentSource.open(self.cache, scgpt, self.batch_size)
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    data: PerturbationData
+    store_attrs: dict[str, Any]  # the latent store's attributes (fingerprint, stats, stand-in flags)
+    genes: list[str]  # (G,) the panel, from the store
+    vocab_ids: list[int]  # (G,) scGPT vocab ids of the panel
+    columns: np.ndarray  # (G,) panel columns in the data
+    split: Split
+    vocab: PerturbationVocab
+    model: ModelConfig
+    cells: TrainingCells
+
+
+def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) -> ModelConfig:
+    if cfg.preset not in MODEL_PRESETS:
+        raise CCFMError(f"unknown --preset {cfg.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    return ModelConfig(
+        n_genes=len(vocab.genes),
+        n_drugs=len(vocab.drugs),
+        latent_dim=latent_dim,
+        latent=cfg.latent,
+        **MODEL_PRESETS[cfg.preset],
+    )
+
+
+def prepare(cfg: TrainConfig) -> RunSetup:
+    store = LatentStore.open(cfg.cache)
+    attrs = store.attrs
+    if not attrs.get("complete", False):
+        raise CCFMError(f"latent store {cfg.cache} is incomplete; finish it with `ccfm extract ... --resume`")
+    genes = store.array("genes").tolist()
+    data = load_dataset(cfg.data, cfg.schema)
+    columns = panel_columns(data, genes)
+    split = make_split(data.perturbations, cfg.split, cfg.split_seed, cfg.fold, cfg.test_fraction, cfg.split_file)
+    vocab = build_vocab(genes, data)
+    cells = TrainingCells.from_data(data, columns, list(split.train), vocab)
+    return RunSetup(
+        data=data,
+        store_attrs=attrs,
+        genes=genes,
+        vocab_ids=store.array("vocab_ids").tolist(),
+        columns=columns,
+        split=split,
+        vocab=vocab,
+        model=model_config(cfg, vocab, store.d_model),
+        cells=cells,
+    )
+
+
+def gene_graph(setup: RunSetup, k: int, seed: int) -> torch.Tensor:
+    """(n_genes, n_genes) bool co-expression graph from training cells; genes outside the panel: self only."""
+    rows = np.concatenate([setup.cells.controls, *setup.cells.by_condition.values()])
+    if rows.size > GRAPH_MAX_CELLS:
+        rows = np.random.default_rng(seed).choice(rows, size=GRAPH_MAX_CELLS, replace=False)
+    panel = coexpression_graph(setup.cells.expression[np.sort(rows)].toarray(), k)  # (G, G)
+    n = len(setup.vocab.genes)
+    full = torch.eye(n, dtype=torch.bool)
+    full[: panel.shape[0], : panel.shape[1]] = panel
+    return full
+
+
+def describe_run(cfg: TrainConfig, setup: RunSetup) -> dict[str, Any]:
+    """The run folder's `run.json`: enough to rebuild model, panel and split without the TrainConfig."""
+    return {
+        "train_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "model_config": dataclasses.asdict(setup.model),
+        "panel": setup.genes,
+        "vocab_ids": setup.vocab_ids,
+        "perturbation_vocab": setup.vocab.to_json(),
+        "cache_fingerprint": setup.store_attrs["fingerprint"],
+        "stand_in": {"data": setup.data.stand_in, "scgpt": setup.store_attrs["stand_in"]["scgpt"]},
+    }
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], run: Path) -> None:
+    """Refuse to resume a run with another panel, cache, model or split."""
+    for key in ("panel", "cache_fingerprint", "model_config", "perturbation_vocab"):
+        if saved.get(key) != current.get(key):
+            raise CCFMError(
+                f"cannot resume {run}: its {key.replace('_', ' ')} differs from this run's (another cache, panel "
+                "or preset?); use the original settings or start a new run folder"
+            )

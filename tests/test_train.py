@@ -1,0 +1,203 @@
+"""Training: streaming batches, the loop, checkpoints, resume and ranks, on a tiny real setup."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from factories import REAL_GENES, tiny_gears_adata
+
+from ccfm.config import ExtractConfig, TrainConfig
+from ccfm.errors import CCFMError
+from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+from pipeline import extract, train
+from pipeline.checkpoints import last_checkpoint, load_checkpoint
+from pipeline.train_setup import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES).write_h5ad(root / "data.h5ad")
+    build_toy_checkpoint(root / "scgpt", d_model=16, layers=1, heads=2, genes=REAL_GENES, seed=0)
+    build_toy_checkpoint(root / "scgpt_other", d_model=16, layers=1, heads=2, genes=REAL_GENES, seed=1)
+    for name, ckpt in (("store.zarr", "scgpt"), ("store_other.zarr", "scgpt_other")):
+        extract.run(
+            ExtractConfig(
+                data=root / "data.h5ad",
+                scgpt=root / ckpt,
+                out=root / name,
+                n_genes=24,
+                norm_cells=64,
+                shard_cells=32,
+                device="cpu",
+            )
+        )
+    return root
+
+
+def _cfg(root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=root / "data.h5ad",
+        cache=root / "store.zarr",
+        out=out,
+        preset="tiny",
+        steps=12,
+        batch_size=8,
+        checkpoint_every=4,
+        workers=0,
+        device="cpu",
+        lr=1e-3,
+        warmup_steps=2,
+        split_seed=1,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(run: Path) -> dict[str, np.ndarray]:
+    with open(run / "loss.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def test_batches_hold_one_perturbation_with_latents(setup_dir: Path) -> None:
+    from ccfm.data.batches import BatchStream
+    from pipeline.train_setup import SourceSpec
+
+    setup = prepare(_cfg(setup_dir, setup_dir / "unused"))
+    stream = BatchStream(
+        setup.cells, SourceSpec(setup_dir / "store.zarr", None), batch_size=8, gene_subset=10, seed=0, steps=5
+    )
+    batch = stream[3]
+    assert batch.target.shape == (8, 10) and batch.control.shape == (8, 10) and batch.genes.shape == (10,)
+    assert batch.latent.shape == (8, 10, 16) and batch.latent_covered.shape == (8, 10)
+    assert (batch.pert == batch.pert[0]).all()  # one perturbation per batch
+    again = stream[3]
+    assert torch.equal(batch.target, again.target) and torch.equal(batch.latent, again.latent)
+    assert not torch.equal(stream[4].target, batch.target)
+
+
+def test_training_lowers_both_stream_losses_and_writes_the_run(setup_dir: Path, tmp_path: Path) -> None:
+    run = train.run(
+        _cfg(setup_dir, tmp_path / "run", steps=200, checkpoint_every=100, batch_size=16, lr=3e-3, warmup_steps=10)
+    )
+    losses = _losses(run)
+    assert losses["step"].tolist() == list(range(1, 201))
+    for stream in ("expr_mse", "latent_mse"):
+        first, last = losses[stream][:25].mean(), losses[stream][-25:].mean()
+        assert last < 0.9 * first, f"{stream} did not fall: {first:.3f} -> {last:.3f}"
+    info = json.loads((run / "run.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    assert info["panel"] and info["model_config"]["latent"] == "scgpt" and split["kind"] == "additive"
+    payload = load_checkpoint(last_checkpoint(run))
+    assert payload["completed_steps"] == 200 and payload["cache_fingerprint"]["checkpoint"]
+    assert (run / "loss.png").stat().st_size > 10_000
+
+
+def test_no_latent_model_trains_without_latent_parameters(setup_dir: Path, tmp_path: Path) -> None:
+    run = train.run(_cfg(setup_dir, tmp_path / "none", latent="none", steps=4))
+    state = load_checkpoint(last_checkpoint(run))["model"]
+    assert not [k for k in state if "latent" in k]
+    assert np.all(_losses(run)["latent_mse"] == 0)
+
+
+def test_resume_refuses_another_cache_and_an_existing_folder(setup_dir: Path, tmp_path: Path) -> None:
+    run = train.run(_cfg(setup_dir, tmp_path / "run", steps=4))
+    with pytest.raises(CCFMError, match="cache fingerprint differs"):
+        train.run(_cfg(setup_dir, run, cache=setup_dir / "store_other.zarr", resume=True, steps=8))
+    with pytest.raises(CCFMError, match="already exists; pass --resume"):
+        train.run(_cfg(setup_dir, run, steps=8))
+
+
+def _train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ccfm",
+        "train",
+        str(root / "data.h5ad"),
+        "--cache",
+        str(root / "store.zarr"),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--steps",
+        "40",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "5",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--lr",
+        "0.001",
+        "--split-seed",
+        "1",
+        *extra,
+    ]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    payload = load_checkpoint(last_checkpoint(run))
+    return {
+        **{f"model.{k}": v for k, v in payload["model"].items()},
+        **{f"ema.{k}": v for k, v in payload["ema"].items()},
+    }
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_reaches_the_same_weights(setup_dir: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(setup_dir, reference), cwd=REPO, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_cmd(setup_dir, killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "last.json").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = json.loads((killed / "checkpoints" / "last.json").read_text())["step"]
+    assert 5 <= step < 40, f"kill did not land mid-way (last checkpoint at step {step})"
+    resumed = subprocess.run(_train_cmd(setup_dir, killed, "--resume"), cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ref, res = _weights(reference), _weights(killed)
+    assert ref.keys() == res.keys()
+    assert all(torch.equal(ref[k], res[k]) for k in ref)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_train_with_ddp(setup_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--module",
+        *_train_cmd(setup_dir, out)[2:],
+    ]
+    cmd[cmd.index("--steps") + 1] = "6"
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = load_checkpoint(last_checkpoint(out))
+    assert payload["completed_steps"] == 6
+    assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.dtype.is_floating_point)
+    assert _losses(out)["step"].tolist() == list(range(1, 7))
