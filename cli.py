@@ -12,7 +12,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ccfm.config import ExtractConfig, SchemaOverrides, SimulateConfig, ToyScgptConfig, TrainConfig
+from ccfm.config import (
+    EvaluateConfig,
+    ExtractConfig,
+    GenerateConfig,
+    SchemaOverrides,
+    SimulateConfig,
+    ToyScgptConfig,
+    TrainConfig,
+)
 from ccfm.errors import CCFMError
 
 app = typer.Typer(
@@ -26,9 +34,7 @@ app = typer.Typer(
 PertCol = Annotated[str | None, typer.Option("--pert-col", help="obs column with perturbation labels.")]
 Control = Annotated[str | None, typer.Option("--control", help="Label of control cells in that column.")]
 GeneCol = Annotated[str | None, typer.Option("--gene-col", help="var column with gene symbols.")]
-CountsLayer = Annotated[
-    str | None, typer.Option("--counts-layer", help="Layer with raw counts to normalize.")
-]
+CountsLayer = Annotated[str | None, typer.Option("--counts-layer", help="Layer with raw counts to normalize.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
 
@@ -39,11 +45,6 @@ def _call(stage: Callable[..., Any], *args: Any) -> Any:
     except CCFMError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
-
-
-def _not_implemented(command: str) -> None:
-    typer.echo(f"error: `ccfm {command}` is not implemented yet in this version of CCFM", err=True)
-    raise typer.Exit(code=1)
 
 
 @app.callback()
@@ -114,9 +115,7 @@ def inspect(
     """Load a data set, detect its schema and print a summary."""
     from pipeline import inspect as stage
 
-    overrides = SchemaOverrides(
-        pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
-    )
+    overrides = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
     typer.echo(_call(stage.describe, data, overrides))
 
 
@@ -134,9 +133,7 @@ def demo(
 def extract(
     data: Annotated[Path, typer.Argument(help="Perturbation .h5ad file.")],
     scgpt: Annotated[Path, typer.Option("--scgpt", help="scGPT checkpoint folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Latent store folder to write.")] = Path(
-        "cache/latents.zarr"
-    ),
+    out: Annotated[Path, typer.Option("--out", help="Latent store folder to write.")] = Path("cache/latents.zarr"),
     genes: Annotated[int, typer.Option("--genes", help="Panel size: top HVGs plus perturbed genes.")] = 1000,
     panel_cells: Annotated[str, typer.Option(help="HVGs from all cells or controls only.")] = "all",
     batch_size: Annotated[int, typer.Option(help="Cells per scGPT forward pass.")] = 32,
@@ -168,9 +165,7 @@ def extract(
         data=data,
         scgpt=scgpt,
         out=out,
-        schema=SchemaOverrides(
-            pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
-        ),
+        schema=SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer),
         n_genes=genes,
         panel_cells=panel_cells,
         batch_size=batch_size,
@@ -218,26 +213,104 @@ def train(
     if latent not in ("scgpt", "none"):
         _call(_raise, f"--latent must be scgpt or none, got {latent!r}")
     cfg = TrainConfig(
-        data=data, cache=cache, out=out, scgpt=scgpt,
+        data=data,
+        cache=cache,
+        out=out,
+        scgpt=scgpt,
         schema=SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer),
-        split=split, fold=fold, split_seed=split_seed, split_file=split_file, preset=preset, latent=latent,
-        steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every, workers=workers,
-        device=device, resume=resume, overwrite=overwrite, seed=seed,
+        split=split,
+        fold=fold,
+        split_seed=split_seed,
+        split_file=split_file,
+        preset=preset,
+        latent=latent,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        workers=workers,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        seed=seed,
     )
     path = _call(stage.run, cfg)
     typer.echo(f"run written to {path} (checkpoints/, loss.csv, loss.png, split.json, run.json)")
 
 
 @app.command()
-def generate() -> None:
-    """Sample predicted cells in two stages, latent then expression (not implemented yet)."""
-    _not_implemented("generate")
+def generate(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `ccfm train`.")],
+    checkpoint: Annotated[str, typer.Option(help="'last' or a checkpoint file.")] = "last",
+    perturbations: Annotated[str, typer.Option(help="test, all, or a file of conditions.")] = "test",
+    cells: Annotated[str, typer.Option(help="'matched' or a number of cells per perturbation.")] = "matched",
+    steps: Annotated[int, typer.Option(help="ODE steps per stage.")] = 20,
+    method: Annotated[str, typer.Option(help="ODE solver: rk4 or euler.")] = "rk4",
+    guidance_expr: Annotated[float, typer.Option(help="Guidance scale, expression stage (1 = none).")] = 1.0,
+    guidance_latent: Annotated[float, typer.Option(help="Guidance scale, latent stage (1 = none).")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Cells integrated together.")] = 64,
+    out: Annotated[Path | None, typer.Option("--out", help="Predictions file (default RUN/predictions.h5ad).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of control draws and noise.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Sample predicted cells in two stages (latent, then expression) into a cell-eval-ready h5ad."""
+    from pipeline import generate as stage
+
+    if method not in ("rk4", "euler"):
+        _call(_raise, f"--method must be rk4 or euler, got {method!r}")
+    cfg = GenerateConfig(
+        run=run,
+        checkpoint=checkpoint,
+        perturbations=perturbations,
+        cells=cells,
+        steps=steps,
+        method=method,
+        guidance_expr=guidance_expr,
+        guidance_latent=guidance_latent,
+        batch_size=batch_size,
+        out=out,
+        device=device,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    path = _call(stage.run, cfg)
+    typer.echo(f"predictions written to {path}")
 
 
 @app.command()
-def evaluate() -> None:
-    """Score predictions with cell-eval against baselines (not implemented yet)."""
-    _not_implemented("evaluate")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder from `ccfm train`, with predictions from `ccfm generate`.")],
+    predictions: Annotated[Path | None, typer.Option(help="Predictions file (default RUN/predictions.h5ad).")] = None,
+    profile: Annotated[str, typer.Option(help="cell-eval metric profile: full, minimal or vcc.")] = "full",
+    baseline_run: Annotated[
+        list[Path] | None,
+        typer.Option("--baseline-run", help="Another run to compare (repeatable), e.g. --latent none."),
+    ] = None,
+    baselines: Annotated[
+        str, typer.Option(help="Built-in baselines, comma-separated.")
+    ] = "control,perturbation_mean,additive,train_mean",
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN/eval).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the baselines' control-cell draws.")] = 0,
+    threads: Annotated[int, typer.Option(help="Threads for cell-eval's differential expression.")] = 1,
+    overwrite: Overwrite = False,
+) -> None:
+    """Score predictions with cell-eval against the held-out cells, beside built-in baselines and other runs."""
+    from pipeline import evaluate as stage
+
+    cfg = EvaluateConfig(
+        run=run,
+        predictions=predictions,
+        profile=profile,
+        baseline_runs=tuple(baseline_run or ()),
+        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+        out=out,
+        seed=seed,
+        num_threads=threads,
+        overwrite=overwrite,
+    )
+    path = _call(stage.run, cfg)
+    typer.echo(f"evaluation written to {path} (report.md, summary.csv, metrics.csv, metrics.png, pca.png)")
 
 
 def _raise(message: str) -> None:

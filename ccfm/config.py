@@ -53,9 +53,7 @@ class ToyScgptConfig:
     d_model: int = 64  # embsize (released: 512)
     layers: int = 2  # nlayers (released: 12)
     heads: int = 4  # nheads (released: 8)
-    genes_from: Path | None = (
-        None  # h5ad whose gene symbols must be in the vocab (else the whole census vocab)
-    )
+    genes_from: Path | None = None  # h5ad whose gene symbols must be in the vocab (else the whole census vocab)
     seed: int = 0  # seeds the random weights
     overwrite: bool = False  # replace an existing folder
 
@@ -152,3 +150,37 @@ class TrainConfig:
     resume: bool = False  # continue from the run folder's last checkpoint
     overwrite: bool = False  # delete an existing run folder first
     seed: int = 0  # seeds batches, noise, times and initialization
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """`ccfm generate`: sample predicted cells in two stages (latent, then expression)."""
+
+    run: Path  # run folder written by `ccfm train`
+    checkpoint: str = "last"  # "last" or a checkpoint file
+    perturbations: str = "test"  # "test" (held-out), "all", or a file listing conditions
+    cells: str = "matched"  # "matched" (as many as the real held-out cells) or a number per perturbation
+    steps: int = 20  # ODE steps per stage
+    method: Literal["rk4", "euler"] = "rk4"  # ODE solver
+    guidance_expr: float = 1.0  # classifier-free guidance scale, expression stage (1 = none)
+    guidance_latent: float = 1.0  # classifier-free guidance scale, latent stage (1 = none)
+    batch_size: int = 64  # cells integrated together
+    out: Path | None = None  # predictions file (default RUN/predictions.h5ad)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # seeds control-cell draws and noise
+    overwrite: bool = False  # replace an existing predictions file
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`ccfm evaluate`: cell-eval scores of a run's predictions, other runs' predictions and built-in baselines."""
+
+    run: Path  # run folder from `ccfm train` (run.json, split.json)
+    predictions: Path | None = None  # predictions file (default: RUN/predictions.h5ad, from `ccfm generate`)
+    profile: str = "full"  # cell-eval metric profile: full | minimal | vcc
+    baseline_runs: tuple[Path, ...] = ()  # other run folders (e.g. `--latent none`) scored from RUN_i/predictions.h5ad
+    baselines: tuple[str, ...] = ("control", "perturbation_mean", "additive", "train_mean")  # built-in baselines
+    out: Path | None = None  # report folder (default: RUN/eval)
+    seed: int = 0  # seeds the control cells each built-in baseline perturbation starts from
+    num_threads: int = 1  # threads for cell-eval's differential expression (pdex)
+    overwrite: bool = False  # replace an existing report folder
