@@ -49,6 +49,11 @@ def report(name: str, rows: list[tuple[str, str, str]], extra: dict[str, Any]) -
     for what, value, goal in rows:
         print(f"{what.ljust(width)}  {value:>16}  {goal}")
     RESULTS.mkdir(exist_ok=True)
-    payload = {"benchmark": name, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-               "table": [dict(zip(("measure", "value", "goal"), r, strict=True)) for r in rows], **extra}
+    payload = {
+        "benchmark": name,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "table": [dict(zip(("measure", "value", "goal"), r, strict=True)) for r in rows],
+        **extra,
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))

@@ -36,10 +36,12 @@ def _model(latent: str, genes: int, preset: str) -> torch.nn.Module:
 def _seconds_per_cell(model: torch.nn.Module, cells: int, genes: int, cfg: SamplerConfig) -> float:
     control = torch.rand(cells, genes)
     pert = torch.randint(0, genes, (cells, 2))
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    generate_cells(model, control, pert, generator, cfg)
-    return (time.perf_counter() - start) / cells
+    best = float("inf")
+    for _ in range(2):  # best of two: this machine's other load only ever adds time
+        start = time.perf_counter()
+        generate_cells(model, control, pert, torch.Generator().manual_seed(0), cfg)
+        best = min(best, time.perf_counter() - start)
+    return best / cells
 
 
 def main() -> None:
@@ -55,13 +57,28 @@ def main() -> None:
         for steps in args.steps:
             cfg = SamplerConfig(method=method, steps=steps, latent_steps=steps)
             t = {k: _seconds_per_cell(m, args.cells, args.genes, cfg) for k, m in models.items()}
-            results.append({"method": method, "steps": steps, "cascaded_s_per_cell": t["scgpt"],
-                            "no_latent_s_per_cell": t["none"], "ratio": t["scgpt"] / t["none"]})
-            rows.append((f"{method} {steps:>2} steps: cascaded / no-latent s per cell",
-                         f"{t['scgpt']:.4f} / {t['none']:.4f}", ""))
+            results.append(
+                {
+                    "method": method,
+                    "steps": steps,
+                    "cascaded_s_per_cell": t["scgpt"],
+                    "no_latent_s_per_cell": t["none"],
+                    "ratio": t["scgpt"] / t["none"],
+                }
+            )
+            rows.append(
+                (
+                    f"{method} {steps:>2} steps: cascaded / no-latent s per cell",
+                    f"{t['scgpt']:.4f} / {t['none']:.4f}",
+                    "",
+                )
+            )
             rows.append((f"{method} {steps:>2} steps: ratio", f"{t['scgpt'] / t['none']:.2f}x", "<= 2.5x"))
-    report("generate", rows, {"results": results, "genes": args.genes, "cells": args.cells, "preset": args.preset,
-                              "latent_dim": D_SCGPT})
+    report(
+        "generate",
+        rows,
+        {"results": results, "genes": args.genes, "cells": args.cells, "preset": args.preset, "latent_dim": D_SCGPT},
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,11 @@ def _subset(data_path: Path, work: Path) -> Path:
     full = ad.read_h5ad(data_path)
     labels = full.obs["condition"].astype(str)
     counts = labels.value_counts()
-    double = next(lab for lab in counts.index if "+" in lab and "ctrl" not in lab
-                  and all(f"{g}+ctrl" in counts.index for g in lab.split("+")))
+    double = next(
+        lab
+        for lab in counts.index
+        if "+" in lab and "ctrl" not in lab and all(f"{g}+ctrl" in counts.index for g in lab.split("+"))
+    )
     keep = labels.isin([double, *(f"{g}+ctrl" for g in double.split("+"))]).to_numpy()
     keep |= (labels == "ctrl").to_numpy() & (np.cumsum(labels == "ctrl") <= 256)
     path = work / "subset.h5ad"
@@ -79,10 +82,22 @@ def _wait_share(trainer: Trainer, steps: int) -> float:
 def bench_size(name: str, data: Path, work: Path, genes: int, batch: int, steps: int) -> dict:
     d, layers, heads = SIZES[name]
     ckpt = build_toy_checkpoint(work / f"scgpt_{name}", d_model=d, layers=layers, heads=heads, genes=None, seed=0)
-    store = extract.run(ExtractConfig(data=data, scgpt=ckpt, out=work / f"store_{name}.zarr", n_genes=genes,
-                                      norm_cells=256, device="cpu"))
-    cfg = TrainConfig(data=data, cache=store, out=work / f"run_{name}", preset="tiny", steps=steps + 1,
-                      batch_size=batch, workers=2, device="cpu", scgpt=ckpt)
+    store = extract.run(
+        ExtractConfig(
+            data=data, scgpt=ckpt, out=work / f"store_{name}.zarr", n_genes=genes, norm_cells=256, device="cpu"
+        )
+    )
+    cfg = TrainConfig(
+        data=data,
+        cache=store,
+        out=work / f"run_{name}",
+        preset="tiny",
+        steps=steps + 1,
+        batch_size=batch,
+        workers=2,
+        device="cpu",
+        scgpt=ckpt,
+    )
     trainer = Trainer(cfg, prepare(cfg), DistContext(0, 1, 0), torch.device("cpu"))
     cached = BatchStream(trainer.setup.cells, SourceSpec(store, None), batch, None, cfg.seed, steps=steps + 1)
     fly = BatchStream(trainer.setup.cells, OnTheFlySpec(store, ckpt), batch, None, cfg.seed, steps=steps + 1)
@@ -95,9 +110,14 @@ def bench_size(name: str, data: Path, work: Path, genes: int, batch: int, steps:
         return (time.perf_counter() - start) / steps
 
     cached_s, fly_s = with_data(cached), with_data(fly)
-    return {"scgpt": f"d{d} L{layers} h{heads}", "cached_s_per_step": cached_s, "on_the_fly_s_per_step": fly_s,
-            "speedup": fly_s / cached_s, "data_wait_share_2_workers": _wait_share(trainer, steps),
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+    return {
+        "scgpt": f"d{d} L{layers} h{heads}",
+        "cached_s_per_step": cached_s,
+        "on_the_fly_s_per_step": fly_s,
+        "speedup": fly_s / cached_s,
+        "data_wait_share_2_workers": _wait_share(trainer, steps),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
 
 
 def main() -> None:
@@ -116,12 +136,20 @@ def main() -> None:
             (f"[{name} scGPT {r['scgpt']}] step from cache, s", f"{r['cached_s_per_step']:.3f}", ""),
             (f"[{name}] step with on-the-fly extraction, s", f"{r['on_the_fly_s_per_step']:.3f}", ""),
             (f"[{name}] on-the-fly / cache", f"{r['speedup']:.1f}x", ">= 10x at full size" if name == "full" else ""),
-            (f"[{name}] share of step time waiting for data", f"{100 * r['data_wait_share_2_workers']:.1f}%",
-             "<= 20%"),
+            (f"[{name}] share of step time waiting for data", f"{100 * r['data_wait_share_2_workers']:.1f}%", "<= 20%"),
         ]
     rows.append(("peak RSS of the benchmark process, GB", f"{max(r['peak_rss_gb'] for r in results.values()):.2f}", ""))
-    report("train", rows, {"results": results, "genes": args.genes, "batch_size": args.batch_size,
-                           "flow_model": "tiny preset", "stand_in": "simulated Norman data, random-weight scGPT"})
+    report(
+        "train",
+        rows,
+        {
+            "results": results,
+            "genes": args.genes,
+            "batch_size": args.batch_size,
+            "flow_model": "tiny preset",
+            "stand_in": "simulated Norman data, random-weight scGPT",
+        },
+    )
 
 
 if __name__ == "__main__":

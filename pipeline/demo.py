@@ -41,30 +41,60 @@ def _banner(text: str) -> None:
 
 
 def _train(data: Path, store: Path, out: Path, latent: str) -> Path:
-    return train.run(TrainConfig(data=data, cache=store, out=out, preset="tiny", latent=latent, steps=DEMO_STEPS,
-                                 batch_size=32, lr=DEMO_LR, warmup_steps=30, checkpoint_every=DEMO_STEPS, workers=1,
-                                 device="auto", overwrite=True, seed=DEMO_SEED))
+    return train.run(
+        TrainConfig(
+            data=data,
+            cache=store,
+            out=out,
+            preset="tiny",
+            latent=latent,
+            steps=DEMO_STEPS,
+            batch_size=32,
+            lr=DEMO_LR,
+            warmup_steps=30,
+            checkpoint_every=DEMO_STEPS,
+            workers=1,
+            device="auto",
+            overwrite=True,
+            seed=DEMO_SEED,
+        )
+    )
 
 
 def _generate(run: Path) -> Path:
-    return generate.run(GenerateConfig(run=run, steps=DEMO_SAMPLER_STEPS, device="auto", overwrite=True,
-                                       seed=DEMO_SEED))
+    return generate.run(
+        GenerateConfig(run=run, steps=DEMO_SAMPLER_STEPS, device="auto", overwrite=True, seed=DEMO_SEED)
+    )
 
 
 def run(out: Path) -> Path:
     out, started = Path(out), time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    typer.echo("CCFM demo — STAND-INS: the data are SIMULATED (shaped by real Norman 2019 metadata) and the scGPT "
-               "checkpoint has RANDOM weights in the released layout. No number below is a biological result.")
+    typer.echo(
+        "CCFM demo — STAND-INS: the data are SIMULATED (shaped by real Norman 2019 metadata) and the scGPT "
+        "checkpoint has RANDOM weights in the released layout. No number below is a biological result."
+    )
     _banner("1/6 simulate a Norman-shaped data set")
-    data = simulate.run(SimulateConfig(kind="norman", out=out / "norman_simulated.h5ad", scale=DEMO_SCALE,
-                                       seed=DEMO_SEED, overwrite=True))
+    data = simulate.run(
+        SimulateConfig(
+            kind="norman", out=out / "norman_simulated.h5ad", scale=DEMO_SCALE, seed=DEMO_SEED, overwrite=True
+        )
+    )
     typer.echo(inspect.describe(data, SchemaOverrides()))
     _banner("2/6 build a toy scGPT checkpoint (random weights)")
     scgpt = toy_scgpt.run(ToyScgptConfig(out=out / "scgpt_toy", genes_from=data, seed=DEMO_SEED, overwrite=True))
     _banner(f"3/6 extract the latent store ({DEMO_GENES}-gene panel)")
-    store_path = extract.run(ExtractConfig(data=data, scgpt=scgpt, out=out / "latents.zarr", n_genes=DEMO_GENES,
-                                           device="auto", overwrite=True, seed=DEMO_SEED))
+    store_path = extract.run(
+        ExtractConfig(
+            data=data,
+            scgpt=scgpt,
+            out=out / "latents.zarr",
+            n_genes=DEMO_GENES,
+            device="auto",
+            overwrite=True,
+            seed=DEMO_SEED,
+        )
+    )
     store = LatentStore.open(store_path)
     typer.echo(f"{store_path}: {store.n_cells:,} cells × {store.n_genes} genes × {store.d_model} features (fp16)")
     _banner(f"4/6 train CCFM and the no-latent ablation ({DEMO_STEPS} steps each, tiny preset)")

@@ -194,11 +194,7 @@ def run(cfg: ExtractConfig) -> Path:
         with WriterLock(cfg.out, cfg.break_lock) if ctx.is_main else contextlib.nullcontext():
             if ctx.is_main:
                 resume = _prepare_output(cfg)
-                store = (
-                    _open_for_resume(plan, cfg)
-                    if resume
-                    else _create_store(plan, extractor, scgpt, data, cfg)
-                )
+                store = _open_for_resume(plan, cfg) if resume else _create_store(plan, extractor, scgpt, data, cfg)
             ctx.barrier()
             if not ctx.is_main:
                 store = _open_for_resume(plan, cfg)

@@ -21,9 +21,7 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise CCFMError(
-                f"--device {requested} was asked for but no CUDA GPU is visible; use --device cpu or auto"
-            )
+            raise CCFMError(f"--device {requested} was asked for but no CUDA GPU is visible; use --device cpu or auto")
         return torch.device(requested if ":" in requested else f"cuda:{local_rank}")
     if requested == "cpu":
         return torch.device("cpu")

@@ -29,9 +29,7 @@ def _check_output(cfg: SimulateConfig) -> Path:
     if cfg.kind not in SIMULATORS:
         raise CCFMError(f"unknown data set {cfg.kind!r}; choose one of: {', '.join(SIMULATORS)}")
     if out.is_dir():
-        raise CCFMError(
-            f"{out} is a folder; --out must name an .h5ad file, e.g. {out / (cfg.kind + '.h5ad')}"
-        )
+        raise CCFMError(f"{out} is a folder; --out must name an .h5ad file, e.g. {out / (cfg.kind + '.h5ad')}")
     if out.exists() and not cfg.overwrite:
         raise CCFMError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
     return out

@@ -30,8 +30,28 @@ def test_simulate_extract_train_generate_evaluate(tmp_path: Path) -> None:
     runs = {}
     for latent in ("scgpt", "none"):
         runs[latent] = tmp_path / f"run_{latent}"
-        _ok("train", data, "--cache", store, "--out", runs[latent], "--preset", "tiny", "--steps", "6",
-            "--batch-size", "8", "--checkpoint-every", "3", "--workers", "0", "--device", "cpu", "--latent", latent)
+        _ok(
+            "train",
+            data,
+            "--cache",
+            store,
+            "--out",
+            runs[latent],
+            "--preset",
+            "tiny",
+            "--steps",
+            "6",
+            "--batch-size",
+            "8",
+            "--checkpoint-every",
+            "3",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--latent",
+            latent,
+        )
         _ok("generate", runs[latent], "--cells", "3", "--steps", "2", "--device", "cpu")
     pred = ad.read_h5ad(runs["scgpt"] / "predictions.h5ad")
     assert pred.uns["ccfm"]["stand_in"]["data"] and "non-targeting" in set(pred.obs["target_gene"])

@@ -34,9 +34,7 @@ def test_dataset_control_label_fills_slots() -> None:
     assert parse_condition("NT", control_label="NT").is_control
 
 
-@pytest.mark.parametrize(
-    ("label", "message"), [("A+B+C", "3 tokens"), ("A++B", "empty token"), ("  ", "empty")]
-)
+@pytest.mark.parametrize(("label", "message"), [("A+B+C", "3 tokens"), ("A++B", "empty token"), ("  ", "empty")])
 def test_bad_labels_are_refused(label: str, message: str) -> None:
     with pytest.raises(CCFMError, match=message):
         parse_condition(label)

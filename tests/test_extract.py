@@ -125,9 +125,7 @@ def test_source_refuses_other_checkpoint_panel_and_data(store_path: Path, workdi
         no_model.get(["unknown-cell"], np.ones((1, len(source.genes)), dtype=np.float32))
 
 
-def test_resume_refuses_other_data_and_existing_store(
-    store_path: Path, workdir: Path, tmp_path: Path
-) -> None:
+def test_resume_refuses_other_data_and_existing_store(store_path: Path, workdir: Path, tmp_path: Path) -> None:
     tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES, seed=7).write_h5ad(tmp_path / "other.h5ad")
     with pytest.raises(CCFMError, match="data differ"):
         extract.run(_cfg(workdir, "store.zarr", data=tmp_path / "other.h5ad", resume=True))
@@ -187,14 +185,10 @@ def _extract_cmd(workdir: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_way_then_resume_is_byte_identical(
-    store_path: Path, workdir: Path, tmp_path: Path
-) -> None:
+def test_sigkill_mid_way_then_resume_is_byte_identical(store_path: Path, workdir: Path, tmp_path: Path) -> None:
     reference = extract.run(_cfg(workdir, "reference_4.zarr", shard_cells=4, batch_size=1))
     out = tmp_path / "killed.zarr"
-    proc = subprocess.Popen(
-        _extract_cmd(workdir, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(_extract_cmd(workdir, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "progress").glob("*.json"))) < 3:
         time.sleep(0.05)
@@ -227,9 +221,7 @@ def test_two_ranks_take_disjoint_shards(workdir: Path, tmp_path: Path) -> None:
         "--module",
         *_extract_cmd(workdir, out)[2:],
     ]
-    result = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1: 15 shards" in result.stderr and "rank 0: 15 shards" in result.stderr
     for a, b in zip(_arrays(reference), _arrays(out), strict=True):

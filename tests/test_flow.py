@@ -45,12 +45,14 @@ class RecordingVelocity:
     v_expr: float = 1.0
     v_latent: float = 2.0
     calls: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
 
     def __call__(
-        self, x: Tensor, t_expr: Tensor, z: Tensor | None, t_latent: Tensor | None
+        self, x: Tensor, t_expr: Tensor, z: Tensor | None, t_latent: Tensor | None, need: str
     ) -> tuple[Tensor, Tensor | None]:
         clone = lambda v: None if v is None else v.clone()  # noqa: E731
         self.calls.append((x.clone(), t_expr.clone(), clone(z), clone(t_latent)))
+        self.needs.append(need)
         v_latent = None if z is None else torch.full_like(z, self.v_latent)
         return torch.full_like(x, self.v_expr), v_latent
 
@@ -260,9 +262,7 @@ def test_mmd_closed_form_on_two_points() -> None:
 
 def test_mmd_unbiased_in_expectation() -> None:
     g = _gen(9)
-    estimates = [
-        mmd2_unbiased(torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)) for _ in range(400)
-    ]
+    estimates = [mmd2_unbiased(torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)) for _ in range(400)]
     mean = torch.stack(estimates).mean().item()
     assert abs(mean) < 0.01  # a biased (V-statistic) estimate would sit clearly above 0
 
@@ -281,11 +281,12 @@ def test_constant_velocity_integrates_exactly(method: str) -> None:
     assert out.expression.shape == (B, G) and out.latent.shape == (B, G, D)
     evals = 4 if method == "rk4" else 1
     assert len(fake.calls) == evals * (3 + 4)
+    assert fake.needs == ["latent"] * evals * 4 + ["expr"] * evals * 3  # each stage asks for its own head only
 
 
 def test_rk4_integrates_a_time_dependent_field() -> None:
     # dx/dt = a + b·t + c·t² (exact for RK4's Simpson weights): x(1) = x0 + a + b/2 + c/3.
-    def field(x: Tensor, t: Tensor, z: Tensor | None, tl: Tensor | None) -> tuple[Tensor, None]:
+    def field(x: Tensor, t: Tensor, z: Tensor | None, tl: Tensor | None, need: str) -> tuple[Tensor, None]:
         tt = t[:, None].double()
         return (0.3 - 1.2 * tt + 0.9 * tt**2).expand_as(x).clone(), None
 
@@ -326,9 +327,7 @@ def test_clamp() -> None:
     x0 = torch.randn(B, G, generator=_gen(0))
     out = sample_cascade(RecordingVelocity(v_expr=-10.0), x0, None, SamplerConfig(steps=2, clamp_min=0.0))
     assert torch.all(out.expression == 0.0)
-    shifted = sample_cascade(
-        RecordingVelocity(v_expr=-10.0), x0, None, SamplerConfig(steps=2, clamp_min=-1.0)
-    )
+    shifted = sample_cascade(RecordingVelocity(v_expr=-10.0), x0, None, SamplerConfig(steps=2, clamp_min=-1.0))
     assert torch.all(shifted.expression == -1.0)
 
 
@@ -363,7 +362,7 @@ def test_same_seed_same_sample() -> None:
     torch.manual_seed(0)
     net = torch.nn.Linear(G, G)
 
-    def velocity(x: Tensor, t: Tensor, z: Tensor | None, tl: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def velocity(x: Tensor, t: Tensor, z: Tensor | None, tl: Tensor | None, need: str) -> tuple[Tensor, Tensor | None]:
         v_latent = None if z is None else torch.tanh(z) * tl[:, None, None]
         return net(x) * (1 - t[:, None]), v_latent
 

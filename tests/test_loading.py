@@ -123,9 +123,7 @@ def test_bad_metadata_is_refused(mutate, message: str) -> None:
         from_anndata(adata)
 
 
-@pytest.mark.parametrize(
-    ("value", "message"), [(np.nan, "NaN"), (np.inf, "infinite"), (-1.0, "negative values")]
-)
+@pytest.mark.parametrize(("value", "message"), [(np.nan, "NaN"), (np.inf, "infinite"), (-1.0, "negative values")])
 def test_bad_values_are_refused(value: float, message: str) -> None:
     x = tiny_gears_adata().X.toarray()
     x[3, 5] = value

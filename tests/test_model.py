@@ -396,3 +396,16 @@ def test_forward_rejects_mismatched_inputs() -> None:
         build_model(tiny_cfg(latent="none"))(inputs)
     with pytest.raises(CCFMError, match="divisible"):
         build_model(tiny_cfg(d_model=30))
+
+
+def test_one_head_at_a_time_gives_the_same_velocity() -> None:
+    cfg = tiny_cfg()
+    model = build_model(cfg).eval()
+    unzero_all(model)
+    inputs = make_inputs(cfg)
+    both = model(inputs)
+    expr_only = model(dataclasses.replace(inputs, heads="expr"))
+    latent_only = model(dataclasses.replace(inputs, heads="latent"))
+    assert expr_only.latent_velocity is None and latent_only.expr_velocity is None
+    torch.testing.assert_close(expr_only.expr_velocity, both.expr_velocity)
+    torch.testing.assert_close(latent_only.latent_velocity, both.latent_velocity)

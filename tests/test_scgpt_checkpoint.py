@@ -44,9 +44,7 @@ def _json(path: Path) -> dict:
 # --- shapes and layout ---------------------------------------------------------------------------------
 
 
-def test_toy_has_the_released_key_names_and_vocab_layout(
-    toy_scgpt_dir: Path, toy_scgpt_panel: list[str]
-) -> None:
+def test_toy_has_the_released_key_names_and_vocab_layout(toy_scgpt_dir: Path, toy_scgpt_panel: list[str]) -> None:
     state = _state(toy_scgpt_dir)
     for layer in range(LAYERS):
         assert state[f"transformer_encoder.layers.{layer}.self_attn.Wqkv.weight"].shape == (
@@ -84,9 +82,7 @@ def test_toy_loads_through_scgpt_load_pretrained_completely(toy_scgpt_dir: Path)
     scgpt = import_scgpt()
     state = _state(toy_scgpt_dir)
     renamed = {k.replace("Wqkv.", "in_proj_"): v for k, v in state.items()}
-    model = build_scgpt_model(
-        _json(toy_scgpt_dir / "args.json"), _json(toy_scgpt_dir / "vocab.json"), seed=123
-    )
+    model = build_scgpt_model(_json(toy_scgpt_dir / "args.json"), _json(toy_scgpt_dir / "vocab.json"), seed=123)
     scgpt.utils.load_pretrained(model, state, strict=False, verbose=False)
     checked = [k for k in model.state_dict() if k.startswith(ENCODER_PREFIXES)]
     assert len(checked) == 3 + 6 + 12 * LAYERS  # encoder, value encoder, 12 tensors per layer
@@ -228,9 +224,7 @@ def test_same_seed_gives_identical_files_and_global_rng_is_untouched(tmp_path: P
     other = build_toy_checkpoint(tmp_path / "c", d_model=16, layers=1, heads=2, genes=genes, seed=6)
     for name in ("best_model.pt", "vocab.json", "args.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
-    fingerprint = checkpoint_fingerprint(
-        _state(first), _json(first / "args.json"), _json(first / "vocab.json")
-    )
+    fingerprint = checkpoint_fingerprint(_state(first), _json(first / "args.json"), _json(first / "vocab.json"))
     assert fingerprint == load_scgpt(second).fingerprint != load_scgpt(other).fingerprint
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders left
 
@@ -239,9 +233,7 @@ def test_pipeline_takes_symbols_from_gene_name_and_refuses_to_overwrite(tmp_path
     symbols = ["SAMD11", "NOC2L", "NOT_A_GENE"]
     var = pd.DataFrame({"gene_name": symbols}, index=["ENSG00000187634", "ENSG00000188976", "ENSG0"])
     ad.AnnData(X=np.ones((2, 3), dtype=np.float32), var=var).write_h5ad(tmp_path / "data.h5ad")
-    cfg = ToyScgptConfig(
-        out=tmp_path / "toy", d_model=16, layers=1, heads=2, genes_from=tmp_path / "data.h5ad"
-    )
+    cfg = ToyScgptConfig(out=tmp_path / "toy", d_model=16, layers=1, heads=2, genes_from=tmp_path / "data.h5ad")
     out = toy_scgpt.run(cfg)
     token2idx = _json(out / "vocab.json")
     assert {"SAMD11", "NOC2L"} <= set(token2idx) and "NOT_A_GENE" not in token2idx
@@ -288,9 +280,7 @@ def _rename_key(state: dict[str, torch.Tensor]) -> None:
 
 
 def _shrink(state: dict[str, torch.Tensor]) -> None:
-    state["transformer_encoder.layers.1.norm1.weight"] = state["transformer_encoder.layers.1.norm1.weight"][
-        :16
-    ]
+    state["transformer_encoder.layers.1.norm1.weight"] = state["transformer_encoder.layers.1.norm1.weight"][:16]
 
 
 def _rename_cls(token2idx: dict) -> None:

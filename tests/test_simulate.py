@@ -156,11 +156,7 @@ def test_combosciplex_shape_and_labels(combo: ad.AnnData) -> None:
         "Panobinostat+Crizotinib", "Panobinostat+Curcumin", "Panobinostat+SRT1720", "Panobinostat+Sorafenib",
         "SRT2104+Alvespimycin", "control+Alvespimycin", "control+Dacinostat",
     }  # fmt: skip
-    assert (
-        combo.shape[1] == 2000
-        and combo.var_names.is_unique
-        and not combo.var_names.str.startswith("ENSG").any()
-    )
+    assert combo.shape[1] == 2000 and combo.var_names.is_unique and not combo.var_names.str.startswith("ENSG").any()
     assert "counts" in combo.layers and combo.uns["stand_in"]
     assert len(combo.uns["simulation"]["lfc_labels"]) == 17 + 25
 

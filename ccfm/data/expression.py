@@ -95,9 +95,7 @@ def model_expression(x: Matrix, layers: dict[str, Matrix], counts_layer: str | N
                 f"layers[{counts_layer!r}] holds non-integer values (max {kind.max_value:.3g}), not raw counts; "
                 "omit --counts-layer to use log data in X, or name the layer with the raw counts"
             )
-        return ModelExpression(
-            log_normalize(counts), f"log1p(normalize_total) computed from layers[{counts_layer!r}]"
-        )
+        return ModelExpression(log_normalize(counts), f"log1p(normalize_total) computed from layers[{counts_layer!r}]")
     check_finite_nonnegative(x, "X")
     kind = value_kind(x)
     if kind.integer:

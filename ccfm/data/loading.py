@@ -137,7 +137,5 @@ def load_dataset(path: Path, overrides: SchemaOverrides | None = None) -> Pertur
     try:
         adata = ad.read_h5ad(path)
     except Exception as err:  # h5py/anndata raise many types for a bad file
-        raise CCFMError(
-            f"cannot read {path} as h5ad ({type(err).__name__}: {err}); is it an AnnData file?"
-        ) from err
+        raise CCFMError(f"cannot read {path} as h5ad ({type(err).__name__}: {err}); is it an AnnData file?") from err
     return from_anndata(adata, overrides, source=str(path))

@@ -85,9 +85,7 @@ def _pick_counts_layer(adata: ad.AnnData, requested: str | None) -> str | None:
     if requested is not None:
         if requested not in adata.layers:
             present = ", ".join(adata.layers.keys()) or "none"
-            raise CCFMError(
-                f"counts layer {requested!r} not found (layers: {present}); fix --counts-layer or omit it"
-            )
+            raise CCFMError(f"counts layer {requested!r} not found (layers: {present}); fix --counts-layer or omit it")
         return requested
     return "counts" if "counts" in adata.layers else None
 

@@ -93,9 +93,7 @@ def _top_k562_genes(n_genes: int) -> pd.DataFrame:
     expression = k562_parameters()["relative_expression"].reindex(var["gene_id"]).to_numpy()  # NaN = unknown
     keep = np.sort(np.argsort(np.nan_to_num(expression, nan=-1.0))[::-1][:n_genes])
     chosen = var.iloc[keep]
-    return pd.DataFrame(
-        {"gene_id": chosen["gene_id"].to_numpy()}, index=pd.Index(chosen["gene_name"].to_numpy())
-    )
+    return pd.DataFrame({"gene_id": chosen["gene_id"].to_numpy()}, index=pd.Index(chosen["gene_name"].to_numpy()))
 
 
 def load_combo_metadata() -> ComboMetadata:
@@ -181,9 +179,7 @@ def simulate_combosciplex(scale: float, seed: int, min_cells: int) -> ad.AnnData
     meta = load_combo_metadata()
     model = ExpressionModel(
         baseline=k562_baseline(meta.genes["gene_id"].tolist(), effects_rng, detected=set()),
-        state_loadings=sparse_programs(
-            N_GENES, N_STATE_PROGRAMS, STATE_PROGRAM_GENES, STATE_PROGRAM_SD, effects_rng
-        ),
+        state_loadings=sparse_programs(N_GENES, N_STATE_PROGRAMS, STATE_PROGRAM_GENES, STATE_PROGRAM_SD, effects_rng),
         library=COMBO_LIBRARY,
         response_cv=RESPONSE_CV,
     )
@@ -194,9 +190,7 @@ def simulate_combosciplex(scale: float, seed: int, min_cells: int) -> ad.AnnData
     ):
         n = scaled_cell_count(int(n_real), scale, min_cells)
         blocks.append(
-            simulate_condition(
-                model, lfc.get(parse_condition(condition).label, np.zeros(N_GENES)), n, cells_rng
-            )
+            simulate_condition(model, lfc.get(parse_condition(condition).label, np.zeros(N_GENES)), n, cells_rng)
         )
         rows.extend([row] * n)
     obs = _combo_obs(meta, rows, cell_barcodes(len(rows), names_rng))

@@ -143,9 +143,7 @@ def sample_nb(mean: np.ndarray, size: np.ndarray, rng: np.random.Generator) -> n
     return rng.poisson(rate).astype(np.float32)  # (n, G)
 
 
-def _draw_cells(
-    model: ExpressionModel, lfc: np.ndarray, n_cells: int, rng: np.random.Generator
-) -> np.ndarray:
+def _draw_cells(model: ExpressionModel, lfc: np.ndarray, n_cells: int, rng: np.random.Generator) -> np.ndarray:
     """Raw counts (n_cells, G) float32 of cells with log-fold-change `lfc` (G,)."""
     w = model.state_loadings  # (K, G)
     centering = 0.5 * np.sum(w**2, axis=0)  # (G,) keeps E[exp(z.W)] = 1 so p stays the mean profile

@@ -177,9 +177,7 @@ def planted_effects(meta: NormanMetadata, baseline: GeneBaseline, rng: np.random
     """Singles from the real summaries; doubles as planned combinations of their singles."""
     singles, up, down = single_effects(meta, baseline, rng)
     position = meta.position
-    doubles = sorted(
-        {parse_condition(c).label for c in meta.conditions["condition"]} - set(singles) - {"ctrl"}
-    )
+    doubles = sorted({parse_condition(c).label for c in meta.conditions["condition"]} - set(singles) - {"ctrl"})
     pairs = [(label, *parse_condition(label).tokens) for label in doubles]
     plan = plan_interactions(pairs, INTERACTION_FRACTION, rng)
     lfc = dict(singles)
@@ -201,9 +199,7 @@ def _norman_obs(labels: np.ndarray, barcodes: np.ndarray) -> pd.DataFrame:
             "cell_type": pd.Categorical(np.full(labels.size, "A549")),
             "dose_val": pd.Categorical(dose),
             "control": (labels == "ctrl").astype(np.int64),
-            "condition_name": pd.Categorical(
-                np.char.add(np.char.add("A549_", labels.astype(str)), "_" + dose)
-            ),
+            "condition_name": pd.Categorical(np.char.add(np.char.add("A549_", labels.astype(str)), "_" + dose)),
         },
         index=pd.Index(barcodes, name="cell_barcode"),
     )

@@ -69,9 +69,7 @@ def _test_set(
     doubles = [lab for lab, p in perts.items() if p.is_double]
     singles = {p.tokens[0]: lab for lab, p in perts.items() if len(p.tokens) == 1}
     if kind in ("additive", "holdout") and not doubles:
-        raise CCFMError(
-            f"the {kind!r} split holds out doubles, but the data have none; use --split unseen-single"
-        )
+        raise CCFMError(f"the {kind!r} split holds out doubles, but the data have none; use --split unseen-single")
     if kind == "additive":
         return _draw(doubles, fraction, seed, fold)
     if kind == "holdout":
@@ -84,9 +82,7 @@ def _test_set(
         labels = COMBOSCIPLEX_TEST
     elif kind == "file":
         if test_file is None or not Path(test_file).is_file():
-            raise CCFMError(
-                f"split file {test_file} does not exist; pass --split-file with one condition per line"
-            )
+            raise CCFMError(f"split file {test_file} does not exist; pass --split-file with one condition per line")
         labels = [ln.strip() for ln in Path(test_file).read_text().splitlines() if ln.strip()]
     else:
         raise CCFMError(f"unknown split {kind!r}; choose one of {', '.join(SPLIT_KINDS)}")

@@ -1,8 +1,8 @@
 """Flow matching for CCFM: the linear path, cascaded time sampling, losses and the two-stage ODE sampler.
 
 Independent of the network: the model enters only as a `VelocityFn`,
-velocity_fn(x_t (B, G), t_expr (B,), z_t (B, G, D) | None, t_latent (B,) | None)
-    -> (v_expr (B, G), v_latent (B, G, D) | None).
+velocity_fn(x_t (B, G), t_expr (B,), z_t (B, G, D) | None, t_latent (B,) | None, need)
+    -> (v_expr (B, G), v_latent (B, G, D) | None), where need ("expr" | "latent") is the stream used.
 """
 
 from ccfm.flow.losses import MMD_SCALES, LossTerms, cascade_loss, mmd2_unbiased

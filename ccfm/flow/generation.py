@@ -12,10 +12,12 @@ from ccfm.flow.sampling import NULL_PERTURBATION, CascadeSample, SamplerConfig, 
 def _velocity(model: torch.nn.Module, control: Tensor, genes: Tensor, pert: Tensor) -> VelocityFn:
     from ccfm.model.cascade import FlowInputs  # ccfm.flow stays importable without the network
 
-    def velocity(x_t: Tensor, t_expr: Tensor, z_t: Tensor | None, t_latent: Tensor | None):
-        out = model(
-            FlowInputs(x_t=x_t, control=control, genes=genes, pert=pert, t_expr=t_expr, z_t=z_t, t_latent=t_latent)
+    def velocity(x_t: Tensor, t_expr: Tensor, z_t: Tensor | None, t_latent: Tensor | None, need: str):
+        heads = need if model.cfg.latent == "scgpt" else "expr"  # each stage reads one head; skip the other
+        inputs = FlowInputs(
+            x_t=x_t, control=control, genes=genes, pert=pert, t_expr=t_expr, z_t=z_t, t_latent=t_latent, heads=heads
         )
+        out = model(inputs)
         return out.expr_velocity, out.latent_velocity
 
     return velocity

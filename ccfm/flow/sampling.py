@@ -18,9 +18,10 @@ from torchdiffeq import odeint
 
 from ccfm.errors import CCFMError
 
-# velocity_fn(x_t (B, G), t_expr (B,), z_t (B, G, D) | None, t_latent (B,) | None)
-#   -> (v_expr (B, G), v_latent (B, G, D) | None)
-VelocityFn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None], tuple[Tensor, Tensor | None]]
+# velocity_fn(x_t (B, G), t_expr (B,), z_t (B, G, D) | None, t_latent (B,) | None, need)
+#   -> (v_expr (B, G) | None, v_latent (B, G, D) | None)
+# `need` ("expr" or "latent") names the stream the caller will use: a model may skip the other head.
+VelocityFn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, str], tuple[Tensor | None, Tensor | None]]
 
 ODE_METHODS = ("rk4", "euler")
 NULL_PERTURBATION = -1  # the perturbation id of a dropped (unconditional) label
@@ -104,12 +105,12 @@ def _guided_velocity(
 ) -> Tensor:
     """One stream's velocity at `inputs` = (x_t, t_expr, z_t, t_latent), guided when scale != 1."""
     index = 0 if stream == "expr" else 1
-    v_cond = velocity_fn(*inputs)[index]
+    v_cond = velocity_fn(*inputs, stream)[index]
     if v_cond is None:
         raise CCFMError("the model returned no latent velocity (no latent stream); sample it with z0=None")
     if scale == 1.0 or velocity_fn_uncond is None:  # _check_guidance refused scale != 1 without uncond
         return v_cond
-    return guided(v_cond, velocity_fn_uncond(*inputs)[index], scale)
+    return guided(v_cond, velocity_fn_uncond(*inputs, stream)[index], scale)
 
 
 def _check_guidance(cfg: SamplerConfig, has_latent: bool, velocity_fn_uncond: VelocityFn | None) -> None:

@@ -256,9 +256,7 @@ def map_panel_to_vocab(symbols: Sequence[str], vocab: Any) -> VocabMapping:
     stoi: Mapping[str, int] = vocab.get_stoi() if hasattr(vocab, "get_stoi") else vocab
     if len(symbols) == 0:
         raise CCFMError("the gene panel is empty; select at least one gene")
-    ids = np.array(
-        [-1 if _is_special(s) else stoi.get(s, -1) for s in map(str, symbols)], dtype=np.int64
-    )  # (G,)
+    ids = np.array([-1 if _is_special(s) else stoi.get(s, -1) for s in map(str, symbols)], dtype=np.int64)  # (G,)
     n_covered = int((ids >= 0).sum())
     if n_covered == 0:
         raise CCFMError(

@@ -54,9 +54,7 @@ class LatentSource:
         self._hashes = store.array("cell_hashes")
 
     @classmethod
-    def open(
-        cls, path: Path, scgpt: ScgptModel | None, batch_size: int = 32, seed: int | None = None
-    ) -> LatentSource:
+    def open(cls, path: Path, scgpt: ScgptModel | None, batch_size: int = 32, seed: int | None = None) -> LatentSource:
         """Open a complete store; with a checkpoint, refuse a store made by another one."""
         store = LatentStore.open(path)
         attrs = store.attrs

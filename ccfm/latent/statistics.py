@@ -41,9 +41,7 @@ class FrozenStats:
 
     @classmethod
     def from_json(cls, raw: dict) -> FrozenStats:
-        return cls(
-            np.asarray(raw["mean"]), np.asarray(raw["std"]), float(raw["target_std"]), int(raw["n_positions"])
-        )
+        return cls(np.asarray(raw["mean"]), np.asarray(raw["std"]), float(raw["target_std"]), int(raw["n_positions"]))
 
 
 @dataclass(frozen=True)

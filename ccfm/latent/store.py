@@ -108,9 +108,7 @@ class LatentStore:
     def open(cls, path: Path, mode: str = "r") -> LatentStore:
         path = Path(path)
         if not (path / "zarr.json").is_file():
-            raise CCFMError(
-                f"{path} is not a CCFM latent store (no zarr.json); build one with `ccfm extract`"
-            )
+            raise CCFMError(f"{path} is not a CCFM latent store (no zarr.json); build one with `ccfm extract`")
         try:
             root = zarr.open_group(path, mode=mode, zarr_format=3)
             version = root.attrs.get("format_version")
@@ -118,9 +116,7 @@ class LatentStore:
         except CCFMError:
             raise
         except Exception as err:
-            raise CCFMError(
-                f"cannot open latent store {path} ({type(err).__name__}: {err}); rebuild it"
-            ) from err
+            raise CCFMError(f"cannot open latent store {path} ({type(err).__name__}: {err}); rebuild it") from err
         if version != FORMAT_VERSION:
             raise CCFMError(
                 f"latent store {path} has format version {version}, this CCFM reads {FORMAT_VERSION}; rebuild it"
@@ -175,9 +171,7 @@ class LatentStore:
     def shard_moments(self, shard: int) -> RunningMoments:
         return RunningMoments.from_json(json.loads(self._marker(shard).read_text()))
 
-    def write_shard(
-        self, shard: int, features: np.ndarray, covered: np.ndarray, moments: RunningMoments
-    ) -> None:
+    def write_shard(self, shard: int, features: np.ndarray, covered: np.ndarray, moments: RunningMoments) -> None:
         """Write one whole shard, make it durable, then mark it complete.
 
         features: (S, G, D) float16 normalized; covered: (S, G) bool.

@@ -27,9 +27,7 @@ from ccfm.latent.torchtext_vocab import import_scgpt
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")  # appended after the genes, as in the release
 OTHER_CENSUS_GENES = 2_000  # census genes sampled beside the requested ones: a realistic vocab subset
-FLAG_ENCODER_ROWS = (
-    2  # the release carries flag_encoder = nn.Embedding(2, embsize), unused by TransformerModel
-)
+FLAG_ENCODER_ROWS = 2  # the release carries flag_encoder = nn.Embedding(2, embsize), unused by TransformerModel
 FLAG_ENCODER_STD = 0.02
 
 
@@ -58,9 +56,7 @@ def _select_genes(census: list[str], genes: Sequence[str] | None, seed: int) -> 
             "vocabulary; are they Ensembl ids? give gene symbols (e.g. var['gene_name'])"
         )
     others = [g for g in census if g not in wanted]
-    picked = np.random.default_rng(seed).choice(
-        len(others), min(OTHER_CENSUS_GENES, len(others)), replace=False
-    )
+    picked = np.random.default_rng(seed).choice(len(others), min(OTHER_CENSUS_GENES, len(others)), replace=False)
     chosen = set(found) | {others[i] for i in picked}
     return [g for g in census if g in chosen]
 

@@ -10,6 +10,7 @@ Shape legend: B cells, G genes, D scGPT width, H hidden width, P perturbation sl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -39,13 +40,14 @@ class FlowInputs:
     t_expr: Tensor  # (B,) expression time in [0, 1]
     z_t: Tensor | None = None  # (B, G, D) noisy latent state (None when cfg.latent == "none")
     t_latent: Tensor | None = None  # (B,) latent time (None when cfg.latent == "none")
+    heads: Literal["both", "expr", "latent"] = "both"  # sampling needs one stream per stage: skip the other
 
 
 @dataclass
 class FlowOutputs:
-    """Predicted velocities."""
+    """Predicted velocities; a head that was not asked for returns None."""
 
-    expr_velocity: Tensor  # (B, G)
+    expr_velocity: Tensor | None  # (B, G)
     latent_velocity: Tensor | None  # (B, G, D); None when cfg.latent == "none"
 
 
@@ -142,8 +144,9 @@ class CascadedFlowModel(nn.Module):
             tokens = tokens + self.latent_embedder(inputs.z_t)  # (B, G, H)
         for layer in self.layers:
             tokens = layer(tokens, gene_tokens, control_tokens, pert, c)  # (B, G, H)
-        expr_velocity = self.expr_head(tokens, pert)  # (B, G)
-        latent_velocity = self.latent_head(tokens, c) if self.has_latent else None  # (B, G, D)
+        expr_velocity = self.expr_head(tokens, pert) if inputs.heads != "latent" else None  # (B, G)
+        wants_latent = self.has_latent and inputs.heads != "expr"
+        latent_velocity = self.latent_head(tokens, c) if wants_latent else None  # (B, G, D)
         return FlowOutputs(expr_velocity=expr_velocity, latent_velocity=latent_velocity)
 
 
