@@ -29,3 +29,21 @@ def toy_scgpt_dir(tmp_path_factory: pytest.TempPathFactory, toy_scgpt_panel: lis
 
     out = tmp_path_factory.mktemp("toy_scgpt") / "whole_human_toy"
     return build_toy_checkpoint(out, d_model=32, layers=2, heads=4, genes=toy_scgpt_panel, seed=0)
+
+
+# --- a tiny pipeline workspace: data with real gene symbols and two toy scGPT checkpoints -----------------
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`data.h5ad` (GEARS layout, 10 conditions × 12 cells, 40 real genes) and two toy checkpoints in the
+    released layout that differ only in their seed: `scgpt` and `scgpt_other` (d_model 16, 1 layer)."""
+    from factories import REAL_GENES, tiny_gears_adata
+
+    from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+
+    root = tmp_path_factory.mktemp("workspace")
+    tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES).write_h5ad(root / "data.h5ad")
+    for name, seed in (("scgpt", 0), ("scgpt_other", 1)):
+        build_toy_checkpoint(root / name, d_model=16, layers=1, heads=2, genes=REAL_GENES, seed=seed)
+    return root

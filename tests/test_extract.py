@@ -20,7 +20,6 @@ from ccfm.errors import CCFMError
 from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource, normalized_features
 from ccfm.latent.store import LatentStore
-from ccfm.latent.toy_checkpoint import build_toy_checkpoint
 from cli import app
 from pipeline import extract
 
@@ -28,12 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("extract")
-    tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES).write_h5ad(root / "data.h5ad")
-    build_toy_checkpoint(root / "scgpt", d_model=32, layers=2, heads=4, genes=REAL_GENES, seed=0)
-    build_toy_checkpoint(root / "scgpt_other", d_model=32, layers=2, heads=4, genes=REAL_GENES, seed=1)
-    return root
+def workdir(tiny_workspace: Path) -> Path:
+    return tiny_workspace
 
 
 def _cfg(workdir: Path, out: str, **kw) -> ExtractConfig:
@@ -64,7 +59,7 @@ def test_store_layout(store_path: Path) -> None:
     store = LatentStore.open(store_path)
     attrs = store.attrs
     assert attrs["complete"] and store.features.dtype == np.float16
-    assert store.features.shape == (120, 24, 32) and store.n_shards == 8
+    assert store.features.shape == (120, 24, 16) and store.n_shards == 8
     labels = store.array("cell_labels")
     assert all(labels[i] <= labels[i + 1] for i in range(len(labels) - 1))  # grouped by perturbation
     assert set(attrs["groups"]) == set(labels.tolist())

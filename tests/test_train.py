@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import REAL_GENES, tiny_gears_adata
 
 from ccfm.config import ExtractConfig, TrainConfig
 from ccfm.errors import CCFMError
-from ccfm.latent.toy_checkpoint import build_toy_checkpoint
 from pipeline import extract, train
 from pipeline.checkpoints import last_checkpoint, load_checkpoint
 from pipeline.train_setup import prepare
@@ -27,12 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def setup_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES).write_h5ad(root / "data.h5ad")
-    build_toy_checkpoint(root / "scgpt", d_model=16, layers=1, heads=2, genes=REAL_GENES, seed=0)
-    build_toy_checkpoint(root / "scgpt_other", d_model=16, layers=1, heads=2, genes=REAL_GENES, seed=1)
-    for name, ckpt in (("store.zarr", "scgpt"), ("store_other.zarr", "scgpt_other")):
+def setup_dir(tiny_workspace: Path) -> Path:
+    root = tiny_workspace
+    for name, ckpt in (("train_store.zarr", "scgpt"), ("train_store_other.zarr", "scgpt_other")):
         extract.run(
             ExtractConfig(
                 data=root / "data.h5ad",
@@ -50,7 +45,7 @@ def setup_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cfg(root: Path, out: Path, **kw) -> TrainConfig:
     base = dict(
         data=root / "data.h5ad",
-        cache=root / "store.zarr",
+        cache=root / "train_store.zarr",
         out=out,
         preset="tiny",
         steps=12,
@@ -77,7 +72,7 @@ def test_batches_hold_one_perturbation_with_latents(setup_dir: Path) -> None:
 
     setup = prepare(_cfg(setup_dir, setup_dir / "unused"))
     stream = BatchStream(
-        setup.cells, SourceSpec(setup_dir / "store.zarr", None), batch_size=8, gene_subset=10, seed=0, steps=5
+        setup.cells, SourceSpec(setup_dir / "train_store.zarr", None), batch_size=8, gene_subset=10, seed=0, steps=5
     )
     batch = stream[3]
     assert batch.target.shape == (8, 10) and batch.control.shape == (8, 10) and batch.genes.shape == (10,)
@@ -115,7 +110,7 @@ def test_no_latent_model_trains_without_latent_parameters(setup_dir: Path, tmp_p
 def test_resume_refuses_another_cache_and_an_existing_folder(setup_dir: Path, tmp_path: Path) -> None:
     run = train.run(_cfg(setup_dir, tmp_path / "run", steps=4))
     with pytest.raises(CCFMError, match="cache fingerprint differs"):
-        train.run(_cfg(setup_dir, run, cache=setup_dir / "store_other.zarr", resume=True, steps=8))
+        train.run(_cfg(setup_dir, run, cache=setup_dir / "train_store_other.zarr", resume=True, steps=8))
     with pytest.raises(CCFMError, match="already exists; pass --resume"):
         train.run(_cfg(setup_dir, run, steps=8))
 
@@ -128,7 +123,7 @@ def _train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
         "train",
         str(root / "data.h5ad"),
         "--cache",
-        str(root / "store.zarr"),
+        str(root / "train_store.zarr"),
         "--out",
         str(out),
         "--preset",
