@@ -171,7 +171,8 @@ def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLo
         done = batch.step + 1
         if losses is not None:
             losses.append(done, {**row, "data_wait_s": wait})
-            bar.set_postfix(expr=f"{row['expr_mse']:.3f}", latent=f"{row['latent_mse']:.3f}", mmd=f"{row['mmd']:.3f}")
+            streams = ("expr_mse", "mmd") if trainer.setup.model.latent == "none" else ("expr_mse", "latent_mse", "mmd")
+            bar.set_postfix({k.removesuffix("_mse"): f"{row[k]:.3f}" for k in streams})
         bar.update(1)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if ctx.is_main:
