@@ -45,6 +45,15 @@ def _call(stage: Callable[..., Any], *args: Any) -> Any:
     except CCFMError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
+    except OSError as err:  # the file system said no: permissions, no space left, a file where a folder belongs
+        logging.getLogger("ccfm").debug("file system error", exc_info=True)
+        where = f": {err.filename}" if err.filename else ""
+        typer.echo(
+            f"error: {err.strerror or err}{where}; check that the output location is writable and has free space "
+            "(rerun as `ccfm --verbose ...` for the full error)",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
 
 
 @app.callback()

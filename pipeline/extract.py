@@ -32,7 +32,7 @@ from ccfm.latent.source import normalized_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from pipeline.lock import WriterLock
-from pipeline.runtime import DistContext, close_distributed, init_distributed, resolve_device, versions
+from pipeline.runtime import DistContext, close_distributed, init_distributed, provenance, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _create_store(
         "config": to_json_dict(cfg),
         "fingerprint": plan.fingerprint.to_json(),
         "frozen_stats": stats.to_json(),
-        "versions": versions(),
+        "provenance": provenance(extractor.device, cfg.seed),
         "panel_coverage": plan.coverage,
         "stand_in": {"data": data.stand_in, "scgpt": bool(scgpt.args.get("stand_in", False))},
         "source": {"data": str(cfg.data), "scgpt": str(cfg.scgpt)},
@@ -111,7 +111,8 @@ def _create_store(
     return LatentStore.open(cfg.out, mode="r+")
 
 
-def _open_for_resume(plan: ExtractionPlan, cfg: ExtractConfig) -> LatentStore:
+def _open_for_resume(plan: ExtractionPlan, cfg: ExtractConfig, repair: bool) -> LatentStore:
+    """Open an existing store after checking it is this run's; with `repair`, redo shards changed on disk."""
     store = LatentStore.open(cfg.out, mode="r+")
     stored = StoreFingerprint(**store.attrs["fingerprint"])
     differ = stored.differences(plan.fingerprint)
@@ -120,6 +121,9 @@ def _open_for_resume(plan: ExtractionPlan, cfg: ExtractConfig) -> LatentStore:
             f"cannot resume {cfg.out}: its {', '.join(differ)} differ from this run's; resume with the same "
             "data, checkpoint and settings, or pass --overwrite to start over"
         )
+    for shard in store.damaged_shards(deep=True) if repair else ():
+        log.warning("shard %d of %s changed on disk since it was written; extracting it again", shard, cfg.out)
+        store.forget_shard(shard)
     return store
 
 
@@ -194,10 +198,14 @@ def run(cfg: ExtractConfig) -> Path:
         with WriterLock(cfg.out, cfg.break_lock) if ctx.is_main else contextlib.nullcontext():
             if ctx.is_main:
                 resume = _prepare_output(cfg)
-                store = _open_for_resume(plan, cfg) if resume else _create_store(plan, extractor, scgpt, data, cfg)
+                store = (
+                    _open_for_resume(plan, cfg, repair=True)
+                    if resume
+                    else _create_store(plan, extractor, scgpt, data, cfg)
+                )
             ctx.barrier()
             if not ctx.is_main:
-                store = _open_for_resume(plan, cfg)
+                store = _open_for_resume(plan, cfg, repair=False)
             started = time.perf_counter()
             _extract_shards(store, plan, extractor, cfg, ctx)
             ctx.barrier()

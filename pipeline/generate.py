@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ccfm.atomic import write_h5ad_atomic
 from ccfm.config import GenerateConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.loading import PerturbationData
@@ -20,7 +20,7 @@ from ccfm.eval.predictions import predictions_anndata
 from ccfm.flow.generation import generate_cells
 from ccfm.flow.sampling import SamplerConfig
 from pipeline.run_folder import TrainedRun, load_real_data, load_run
-from pipeline.runtime import resolve_device, versions
+from pipeline.runtime import provenance, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +112,22 @@ def run(cfg: GenerateConfig) -> Path:
         device,
     )
     expression, labels = _sample_all(run, requests, control, cfg, device)
-    provenance = {
+    record = {
         "method": run.info.method,
         "run": str(run.info.folder),
         "checkpoint": str(run.checkpoint),
         "step": run.step,
-        "seed": cfg.seed,
         "steps": cfg.steps,
         "solver": cfg.method,
         "perturbations": cfg.perturbations,
         "guidance": [cfg.guidance_latent, cfg.guidance_expr],
         "stand_in": run.info.stand_in,
         "data": run.info.train_config["data"],
-        "versions": versions(),
+        **provenance(device, cfg.seed),
     }
     adata = predictions_anndata(
-        expression, labels, control, run.info.panel, provenance, control_names=data.obs_names[control_rows].tolist()
+        expression, labels, control, run.info.panel, record, control_names=data.obs_names[control_rows].tolist()
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, out)
+    write_h5ad_atomic(adata, out)
     return out

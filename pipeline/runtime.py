@@ -71,3 +71,8 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "absent"
     return out
+
+
+def provenance(device: torch.device | str, seed: int) -> dict[str, object]:
+    """How an artifact was made: the command line, device, seed and versions (recorded in every artifact)."""
+    return {"command": " ".join(sys.argv), "device": str(device), "seed": seed, "versions": versions()}

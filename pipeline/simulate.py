@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import anndata as ad
 
+from ccfm.atomic import write_h5ad_atomic
 from ccfm.config import SimulateConfig, to_json_dict
 from ccfm.data.simulate_combosciplex import simulate_combosciplex
 from ccfm.data.simulate_norman import simulate_norman
@@ -33,18 +32,6 @@ def _check_output(cfg: SimulateConfig) -> Path:
     if out.exists() and not cfg.overwrite:
         raise CCFMError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
     return out
-
-
-def write_h5ad_atomic(adata: ad.AnnData, out: Path) -> None:
-    """Write to a temporary file beside `out`, then rename: a reader never sees a half-written file."""
-    # A fresh unique name rather than mkstemp: mkstemp's 0600 mode would survive the rename.
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp.h5ad")
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def run(cfg: SimulateConfig) -> Path:

@@ -32,7 +32,7 @@ from ccfm.model.cascade import build_model
 from ccfm.model.ema import EMA
 from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.loss_log import LossLog
-from pipeline.runtime import DistContext, close_distributed, init_distributed, resolve_device, versions
+from pipeline.runtime import DistContext, close_distributed, init_distributed, provenance, resolve_device
 from pipeline.train_setup import RunSetup, SourceSpec, check_resumable, describe_run, gene_graph, prepare
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def lr_lambda(cfg: TrainConfig) -> Any:
     return factor
 
 
-def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: str) -> None:
+def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: str, device: torch.device) -> None:
     if cfg.out.exists() and not cfg.resume:
         if not cfg.overwrite:
             raise CCFMError(f"run folder {cfg.out} already exists; pass --resume to continue it or --overwrite")
@@ -66,7 +66,7 @@ def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: 
         if (cfg.out / "split.json").read_text() != split_json:
             raise CCFMError(f"cannot resume {cfg.out}: the split differs from the saved split.json")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg.out / "run.json", {**run_info, "versions": versions()})
+    write_json_atomic(cfg.out / "run.json", {**run_info, "provenance": provenance(device, cfg.seed)})
     (cfg.out / "split.json").write_text(split_json)
 
 
@@ -100,7 +100,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
-            "versions": versions(),
+            "provenance": provenance(self.device, self.cfg.seed),
             "completed_steps": step,
         }
 
@@ -192,7 +192,7 @@ def run(cfg: TrainConfig) -> Path:
         setup = prepare(cfg)
         run_info = describe_run(cfg, setup)
         if ctx.is_main:
-            _prepare_run_folder(cfg, run_info, setup.split.to_json())
+            _prepare_run_folder(cfg, run_info, setup.split.to_json(), device)
         ctx.barrier()
         trainer = Trainer(cfg, setup, ctx, device)
         checkpoint = last_checkpoint(cfg.out) if cfg.resume else None

@@ -23,7 +23,6 @@ from ccfm.data.splits import Split, make_split
 from ccfm.errors import CCFMError
 from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
-from ccfm.latent.store import LatentStore
 from ccfm.model.graph import coexpression_graph
 
 GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
@@ -68,16 +67,17 @@ def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) ->
 
 
 def prepare(cfg: TrainConfig) -> RunSetup:
-    store = LatentStore.open(cfg.cache)
-    attrs = store.attrs
-    if not attrs.get("complete", False):
-        raise CCFMError(f"latent store {cfg.cache} is incomplete; finish it with `ccfm extract ... --resume`")
-    genes = store.array("genes").tolist()
+    # Store checks happen here, in the main process: a refusal inside a loader worker would reach the user
+    # as a traceback. Opening refuses an incomplete or damaged store and one made with another --scgpt.
+    source = SourceSpec(cfg.cache, cfg.scgpt).open()
+    store, attrs = source.store, source.store.attrs
+    genes = source.genes
     data = load_dataset(cfg.data, cfg.schema)
     columns = panel_columns(data, genes)
     split = make_split(data.perturbations, cfg.split, cfg.split_seed, cfg.fold, cfg.test_fraction, cfg.split_file)
     vocab = build_vocab(genes, data)
     cells = TrainingCells.from_data(data, columns, list(split.train), vocab)
+    source.check_cells(cells.obs_names.tolist(), cells.expression)  # refuses a store made from other data
     return RunSetup(
         data=data,
         store_attrs=attrs,

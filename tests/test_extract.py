@@ -58,13 +58,13 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_store_layout(store_path: Path) -> None:
     store = LatentStore.open(store_path)
     attrs = store.attrs
-    assert attrs["complete"] and store.features.dtype == np.float16
+    assert store.complete and store.features.dtype == np.float16
     assert store.features.shape == (120, 24, 16) and store.n_shards == 8
     labels = store.array("cell_labels")
     assert all(labels[i] <= labels[i + 1] for i in range(len(labels) - 1))  # grouped by perturbation
     assert set(attrs["groups"]) == set(labels.tolist())
     assert attrs["stand_in"]["scgpt"] is True
-    running = attrs["running_stats"]
+    running = store.running_stats.to_json()
     assert running["count"] == int(store.covered[:].sum())
     # normalized on covered positions: running mean ≈ 0 and std ≈ 1 per dimension (the sample is all cells)
     assert np.abs(np.mean(running["mean"])) < 0.05
@@ -189,7 +189,7 @@ def test_sigkill_mid_way_then_resume_is_byte_identical(store_path: Path, workdir
     proc.wait()
     done = len(list((out / "progress").glob("*.json")))
     assert 3 <= done < 30, f"kill did not land mid-way ({done} of 30 shards complete)"
-    assert not LatentStore.open(out).attrs["complete"]
+    assert not LatentStore.open(out).complete
     resumed = subprocess.run(_extract_cmd(workdir, out, "--resume"), cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     for a, b in zip(_arrays(reference), _arrays(out), strict=True):

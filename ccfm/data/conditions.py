@@ -52,9 +52,10 @@ def parse_condition(label: str, control_label: str | None = None) -> Perturbatio
     if not isinstance(label, str) or not label.strip():
         raise CCFMError(f"empty perturbation label {label!r}; every cell needs a condition label")
     raw = label.strip()
-    if control_label is not None and raw == control_label:
+    own_control = control_label.strip() if control_label else None  # a padded label in the file still matches
+    if own_control is not None and raw == own_control:
         return CONTROL
-    control_words = CONTROL_TOKENS | ({control_label.lower()} if control_label else set())
+    control_words = CONTROL_TOKENS | ({own_control.lower()} if own_control else set())
     parts = [p.strip() for p in raw.split(SEPARATOR)]
     if any(not p for p in parts):
         raise CCFMError(

@@ -46,7 +46,7 @@ def _detect_kind(obs_cols: set[str], pert_col: str, has_gene_name: bool, ensembl
 
 
 def _pick_pert_col(adata: ad.AnnData, requested: str | None) -> str:
-    cols = list(adata.obs.columns)
+    cols = [str(c) for c in adata.obs.columns]
     if requested is not None:
         if requested not in adata.obs:
             raise CCFMError(
@@ -99,7 +99,7 @@ def detect_schema(adata: ad.AnnData, overrides: SchemaOverrides | None = None) -
     gene_col = overrides.gene_col
     if gene_col is not None and gene_col not in adata.var:
         raise CCFMError(
-            f"gene column {gene_col!r} is not in var (columns: {', '.join(adata.var.columns) or 'none'}); "
+            f"gene column {gene_col!r} is not in var (columns: {', '.join(map(str, adata.var.columns)) or 'none'}); "
             "fix --gene-col or omit it to use var_names"
         )
     ensembl = _is_ensembl(np.asarray(adata.var_names))

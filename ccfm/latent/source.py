@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from ccfm.errors import CCFMError
 from ccfm.latent.extractor import FeatureExtractor
@@ -17,6 +18,8 @@ from ccfm.latent.fingerprint import cell_hashes, panel_hash
 from ccfm.latent.scgpt_checkpoint import ScgptModel
 from ccfm.latent.statistics import FrozenStats
 from ccfm.latent.store import LatentStore
+
+HASH_BLOCK = 4096  # cells whose expression is hashed at once when checking a data set against a store
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,16 @@ class LatentSource:
         """Open a complete store; with a checkpoint, refuse a store made by another one."""
         store = LatentStore.open(path)
         attrs = store.attrs
-        if not attrs.get("complete", False):
+        if not store.complete:
             raise CCFMError(
                 f"latent store {path} is incomplete (an extraction was interrupted); rerun "
                 "`ccfm extract ... --resume` to finish it"
+            )
+        damaged = store.damaged_shards(deep=False)
+        if damaged:
+            raise CCFMError(
+                f"latent store {path} has {len(damaged)} missing or truncated shard(s) (first: {damaged[0]}); "
+                "rerun `ccfm extract ... --resume` to rebuild them"
             )
         extractor = None
         if scgpt is not None:
@@ -87,6 +96,25 @@ class LatentSource:
                 "use the store's panel or re-extract"
             )
 
+    def check_cells(self, names: list[str], expression: np.ndarray) -> np.ndarray:
+        """Store row of each cell (-1 when not cached); refuses cached cells whose expression changed.
+
+        expression: (B, G) panel expression, dense or CSR.
+        """
+        rows = self.store.row_of(list(names))  # (B,)
+        hit = np.flatnonzero(rows >= 0)
+        for start in range(0, hit.size, HASH_BLOCK):  # blocks: a CSR matrix of 91k cells is never densified whole
+            block = hit[start : start + HASH_BLOCK]
+            dense = expression[block].toarray() if sp.issparse(expression) else expression[block]
+            stale = self._hashes[rows[block]] != cell_hashes(dense)
+            if stale.any():
+                raise CCFMError(
+                    f"cell {names[block[np.flatnonzero(stale)[0]]]} is in latent store {self.store.path} with "
+                    f"different expression ({int(stale.sum())} such cells in a block of {block.size}): the store "
+                    "was built from other data; re-extract for this data set"
+                )
+        return rows
+
     def compute(self, names: list[str], expression: np.ndarray) -> NormalizedFeatures:
         """The fallback: latents computed now exactly as extraction computes them (expression (B, G))."""
         if self.extractor is None:
@@ -98,16 +126,8 @@ class LatentSource:
 
     def get(self, names: list[str], expression: np.ndarray) -> LatentBatch:
         """Latents of B cells, given their names and panel expression (B, G) as the store's data hold it."""
-        rows = self.store.row_of(list(names))  # (B,)
+        rows = self.check_cells(names, expression)  # (B,)
         hit = rows >= 0
-        if hit.any():
-            stale = self._hashes[rows[hit]] != cell_hashes(expression[hit])
-            if stale.any():
-                bad = np.asarray(names, dtype=object)[hit][stale]
-                raise CCFMError(
-                    f"cell {bad[0]} is in latent store {self.store.path} with different expression "
-                    f"({int(stale.sum())} such cells): the store was built from other data; re-extract"
-                )
         features = np.zeros((len(names), len(self.genes), self.store.d_model), dtype=np.float32)  # (B, G, D)
         covered = np.zeros((len(names), len(self.genes)), dtype=bool)  # (B, G)
         if hit.any():

@@ -8,6 +8,7 @@ exactly the shards without a marker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,14 @@ class StoreLayout:
 class StoredRows:
     features: np.ndarray  # (B, G, D) float16, normalized
     covered: np.ndarray  # (B, G) bool
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _groups(labels: np.ndarray) -> dict[str, list[int]]:
@@ -97,7 +106,6 @@ class LatentStore:
                 "format_version": FORMAT_VERSION,
                 "shard_cells": s,
                 "groups": _groups(layout.cell_labels),
-                "complete": False,
             }
         )
         (path / "progress").mkdir(exist_ok=True)
@@ -169,7 +177,38 @@ class LatentStore:
         return done
 
     def shard_moments(self, shard: int) -> RunningMoments:
-        return RunningMoments.from_json(json.loads(self._marker(shard).read_text()))
+        return RunningMoments.from_json(json.loads(self._marker(shard).read_text())["moments"])
+
+    def _shard_files(self, shard: int) -> list[Path]:
+        """The shard's files under zarr's default chunk keys; a shard that is all fill value has none."""
+        return [self.path / "features" / "c" / str(shard) / "0" / "0", self.path / "covered" / "c" / str(shard) / "0"]
+
+    def _file_records(self, shard: int) -> dict[str, dict[str, Any]]:
+        return {
+            str(f.relative_to(self.path)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            for f in self._shard_files(shard)
+            if f.exists()
+        }
+
+    def damaged_shards(self, deep: bool) -> list[int]:
+        """Completed shards whose files are missing, resized or (deep) changed since they were marked."""
+        bad = []
+        for shard in sorted(self.completed_shards()):
+            for rel, record in json.loads(self._marker(shard).read_text())["files"].items():
+                file = self.path / rel
+                if (
+                    not file.is_file()
+                    or file.stat().st_size != record["bytes"]
+                    or (deep and _sha256(file) != record["sha256"])
+                ):
+                    bad.append(shard)
+                    break
+        return bad
+
+    def forget_shard(self, shard: int) -> None:
+        """Drop a shard's completion marker (and the store's) so that a resumed extraction redoes it."""
+        (self.path / "progress" / "complete.json").unlink(missing_ok=True)
+        self._marker(shard).unlink(missing_ok=True)
 
     def write_shard(self, shard: int, features: np.ndarray, covered: np.ndarray, moments: RunningMoments) -> None:
         """Write one whole shard, make it durable, then mark it complete.
@@ -185,10 +224,21 @@ class LatentStore:
             chunk_dir = self.path / name / "c" / str(shard)
             if chunk_dir.exists():  # an all-zero shard is not written at all
                 fsync_tree(chunk_dir)
-        write_json_atomic(self._marker(shard), moments.to_json())
+        write_json_atomic(self._marker(shard), {"moments": moments.to_json(), "files": self._file_records(shard)})
 
     def finalize(self, moments: RunningMoments) -> None:
-        self.root.attrs.update({"running_stats": moments.to_json(), "complete": True})
+        """Mark the store complete (write-then-rename), with the running moments over everything written."""
+        write_json_atomic(self.path / "progress" / "complete.json", {"running_stats": moments.to_json()})
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / "progress" / "complete.json").is_file()
+
+    @property
+    def running_stats(self) -> RunningMoments:
+        return RunningMoments.from_json(
+            json.loads((self.path / "progress" / "complete.json").read_text())["running_stats"]
+        )
 
     # ---- reading --------------------------------------------------------------------------
     def read(self, rows: np.ndarray) -> StoredRows:
@@ -196,7 +246,14 @@ class LatentStore:
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         features = np.empty((rows.size, self.n_genes, self.d_model), dtype=np.float16)  # (B, G, D)
-        for pos in order:  # ascending rows: neighbouring chunks sit in the same shard file
-            features[pos] = self.features[int(rows[pos])]
-        covered = self.covered.oindex[rows] if rows.size else np.zeros((0, self.n_genes), bool)  # (B, G)
+        try:
+            for pos in order:  # ascending rows: neighbouring chunks sit in the same shard file
+                features[pos] = self.features[int(rows[pos])]
+            covered = self.covered.oindex[rows] if rows.size else np.zeros((0, self.n_genes), bool)  # (B, G)
+        except Exception as err:  # a damaged shard fails inside zarr's codecs with many error types
+            shards = sorted({int(r) // self.shard_cells for r in rows})
+            raise CCFMError(
+                f"cannot read latent store {self.path} (shards {shards}: {type(err).__name__}); it is damaged — "
+                "`ccfm extract ... --resume` verifies every shard and rebuilds the damaged ones"
+            ) from err
         return StoredRows(features, np.asarray(covered, dtype=bool))
