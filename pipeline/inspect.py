@@ -8,8 +8,7 @@ import anndata as ad
 import numpy as np
 
 from ccfm.config import SchemaOverrides
-from ccfm.data.loading import PerturbationData, from_anndata
-from ccfm.errors import CCFMError
+from ccfm.data.loading import PerturbationData, from_anndata, read_h5ad
 
 
 def _stand_in_line(adata: ad.AnnData) -> str:
@@ -42,9 +41,7 @@ def summary_lines(data: PerturbationData) -> list[str]:
 def describe(path: Path, overrides: SchemaOverrides) -> str:
     """A short human summary of an h5ad as CCFM loads it."""
     path = Path(path)
-    if not path.is_file():
-        raise CCFMError(f"data file {path} does not exist; pass the path of an .h5ad file")
-    adata = ad.read_h5ad(path)
+    adata = read_h5ad(path)
     data = from_anndata(adata, overrides, source=str(path))
     n_labels = adata.obs[data.schema.pert_col].nunique()
     lines = [f"{path}", *summary_lines(data), f"labels: {n_labels} distinct in obs[{data.schema.pert_col!r}]"]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ccfm.atomic import write_json_atomic
 from ccfm.config import TrainConfig
-from ccfm.data.batches import BatchStream
+from ccfm.data.batches import BatchFailure, BatchStream
 from ccfm.errors import CCFMError
 from ccfm.flow.objective import ObjectiveConfig, StepInputs, cascade_objective
 from ccfm.flow.time_sampling import CascadeTimeConfig
@@ -163,24 +163,27 @@ class Trainer:
 
 def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLog | None) -> None:
     cfg, ctx = trainer.cfg, trainer.ctx
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not ctx.is_main)
-    waited = time.perf_counter()
-    for batch in trainer.loader(start):
-        wait = time.perf_counter() - waited
-        row = trainer.train_step(batch)
-        done = batch.step + 1
-        if losses is not None:
-            losses.append(done, {**row, "data_wait_s": wait})
-            streams = ("expr_mse", "mmd") if trainer.setup.model.latent == "none" else ("expr_mse", "latent_mse", "mmd")
-            bar.set_postfix({k.removesuffix("_mse"): f"{row[k]:.3f}" for k in streams})
-        bar.update(1)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            if ctx.is_main:
-                save_checkpoint(cfg.out, done, trainer.state(done, run_info))
-                losses.flush()
-            ctx.barrier()
+    with tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not ctx.is_main) as bar:
         waited = time.perf_counter()
-    bar.close()
+        for batch in trainer.loader(start):
+            if isinstance(batch, BatchFailure):
+                raise CCFMError(batch.message)
+            wait = time.perf_counter() - waited
+            row = trainer.train_step(batch)
+            done = batch.step + 1
+            if losses is not None:
+                losses.append(done, {**row, "data_wait_s": wait})
+                streams = (
+                    ("expr_mse", "mmd") if trainer.setup.model.latent == "none" else ("expr_mse", "latent_mse", "mmd")
+                )
+                bar.set_postfix({k.removesuffix("_mse"): f"{row[k]:.3f}" for k in streams})
+            bar.update(1)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                if ctx.is_main:
+                    save_checkpoint(cfg.out, done, trainer.state(done, run_info))
+                    losses.flush()
+                ctx.barrier()
+            waited = time.perf_counter()
 
 
 def run(cfg: TrainConfig) -> Path:

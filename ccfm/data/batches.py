@@ -110,6 +110,13 @@ class TrainBatch:
         )
 
 
+@dataclass(frozen=True)
+class BatchFailure:
+    """A batch that could not be built, and why (one line for the user)."""
+
+    message: str
+
+
 class BatchStream(torch.utils.data.Dataset):
     """Map-style dataset: item `step` is that step's batch. The latent source opens lazily per process."""
 
@@ -139,7 +146,15 @@ class BatchStream(torch.utils.data.Dataset):
     def _pick(self, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
         return rng.choice(pool, size=self.batch_size, replace=pool.size < self.batch_size)
 
-    def __getitem__(self, step: int) -> TrainBatch:
+    def __getitem__(self, step: int) -> TrainBatch | BatchFailure:
+        """That step's batch; a user-facing problem (a damaged store, ...) comes back as a BatchFailure, which
+        the training loop raises in the main process: raised in a worker, torch would wrap it in a traceback."""
+        try:
+            return self._batch(step)
+        except CCFMError as err:
+            return BatchFailure(str(err))
+
+    def _batch(self, step: int) -> TrainBatch:
         rng = np.random.default_rng([self.seed, step, self.rank])
         condition = self.conditions[int(rng.integers(len(self.conditions)))]
         target_rows = np.sort(self._pick(rng, self.cells.by_condition[condition]))

@@ -129,13 +129,17 @@ def from_anndata(
     )
 
 
-def load_dataset(path: Path, overrides: SchemaOverrides | None = None) -> PerturbationData:
-    """Read an h5ad file and return it checked and model-ready."""
+def read_h5ad(path: Path) -> ad.AnnData:
+    """Read an h5ad file, refusing a missing or unreadable one with one clear message."""
     path = Path(path)
     if not path.is_file():
         raise CCFMError(f"data file {path} does not exist; pass the path of an .h5ad file")
     try:
-        adata = ad.read_h5ad(path)
+        return ad.read_h5ad(path)
     except Exception as err:  # h5py/anndata raise many types for a bad file
         raise CCFMError(f"cannot read {path} as h5ad ({type(err).__name__}: {err}); is it an AnnData file?") from err
-    return from_anndata(adata, overrides, source=str(path))
+
+
+def load_dataset(path: Path, overrides: SchemaOverrides | None = None) -> PerturbationData:
+    """Read an h5ad file and return it checked and model-ready."""
+    return from_anndata(read_h5ad(path), overrides, source=str(path))

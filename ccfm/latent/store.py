@@ -218,6 +218,8 @@ class LatentStore:
         start, stop = self.shard_range(shard)
         if features.shape != (stop - start, self.n_genes, self.d_model) or features.dtype != np.float16:
             raise ValueError(f"shard {shard} expects float16 {(stop - start, self.n_genes, self.d_model)}")
+        for stale in self._shard_files(shard):  # a whole rewrite: never merge into (maybe damaged) old bytes
+            stale.unlink(missing_ok=True)
         self.features[start:stop] = features
         self.covered[start:stop] = covered
         for name in ("features", "covered"):

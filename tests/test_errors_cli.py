@@ -1,0 +1,512 @@
+"""The bad-input catalog (docs/errors.md), through the real CLI: exit code 1, one `error:` line naming the problem
+and the fix, no traceback, and nothing half-written left behind. Test names follow the catalog's rows."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from factories import GENES, tiny_gears_adata
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def refused(*args: object, match: str) -> str:
+    """Run the CLI, expect a clean refusal whose one error line contains `match`."""
+    result = runner.invoke(app, [str(a) for a in args])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output
+    assert match in errors[0], errors[0]
+    return errors[0]
+
+
+def ok(*args: object) -> None:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def env(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("errors")
+    data, scgpt = tiny_workspace / "data.h5ad", tiny_workspace / "scgpt"
+    ok(
+        "extract",
+        data,
+        "--scgpt",
+        scgpt,
+        "--out",
+        root / "store.zarr",
+        "--genes",
+        "24",
+        "--norm-cells",
+        "64",
+        "--shard-cells",
+        "32",
+        "--device",
+        "cpu",
+    )
+    ok(
+        "extract",
+        data,
+        "--scgpt",
+        scgpt,
+        "--out",
+        root / "store20.zarr",
+        "--genes",
+        "20",
+        "--norm-cells",
+        "64",
+        "--shard-cells",
+        "32",
+        "--device",
+        "cpu",
+    )
+    for name, store in (("run", "store.zarr"), ("run20", "store20.zarr")):
+        ok(
+            "train",
+            data,
+            "--cache",
+            root / store,
+            "--out",
+            root / name,
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--split-seed",
+            "1",
+        )
+    return {
+        "root": root,
+        "data": data,
+        "scgpt": scgpt,
+        "other_scgpt": tiny_workspace / "scgpt_other",
+        "store": root / "store.zarr",
+        "run": root / "run",
+        "run20": root / "run20",
+    }
+
+
+def _write(adata: ad.AnnData, path: Path) -> Path:
+    adata.write_h5ad(path)
+    return path
+
+
+def _with_x(tmp_path: Path, value: float) -> Path:
+    adata = tiny_gears_adata()
+    x = adata.X.toarray()
+    x[2, 3] = value
+    adata.X = sp.csr_matrix(x)
+    return _write(adata, tmp_path / "bad.h5ad")
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def test_missing_perturbation_column(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.obs = adata.obs.rename(columns={"condition": "guide_identity"})
+    path = _write(adata, tmp_path / "renamed.h5ad")
+    refused("inspect", path, match="no perturbation column found")
+    refused("inspect", path, "--pert-col", "perturbation", match="'perturbation' is not in obs")
+
+
+def test_control_label_absent(tmp_path: Path) -> None:
+    path = _write(tiny_gears_adata(), tmp_path / "d.h5ad")
+    refused("inspect", path, "--control", "NT", match="control label 'NT' not found")
+
+
+def test_condition_with_more_than_two_tokens(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.obs["condition"] = ["G001+G002+G003"] + adata.obs["condition"].astype(str).tolist()[1:]
+    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="has 3 tokens")
+
+
+@pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN"), (np.inf, "infinite"), (-0.5, "negative values")])
+def test_nan_inf_negative_expression(tmp_path: Path, value: float, match: str) -> None:
+    refused("inspect", _with_x(tmp_path, value), match=match)
+
+
+def test_counts_expected_but_log_data_given(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.layers["counts"] = adata.X.copy()  # log values where raw counts belong
+    refused("inspect", _write(adata, tmp_path / "d.h5ad"), "--counts-layer", "counts", match="not raw counts")
+
+
+def test_log_expected_but_other_values_given(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.X = adata.X * 57.3  # scaled, neither integer counts nor log1p
+    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="neither raw counts nor log1p")
+
+
+def test_duplicated_gene_names(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.var["gene_name"] = ["G000", "G000", *GENES[2:]]
+    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="duplicated gene names")
+
+
+def test_fewer_than_two_perturbations(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.obs["condition"] = ["ctrl"] * (adata.n_obs - 6) + ["G001+ctrl"] * 6
+    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="needs at least 2")
+
+
+def test_data_file_missing_or_not_h5ad(tmp_path: Path) -> None:
+    refused("inspect", tmp_path / "absent.h5ad", match="does not exist")
+    (tmp_path / "text.h5ad").write_text("hello")
+    refused("inspect", tmp_path / "text.h5ad", match="cannot read")
+
+
+# --- scGPT checkpoint ----------------------------------------------------------------------------------------
+
+
+def test_panel_with_no_gene_in_the_vocab(env: dict, tmp_path: Path) -> None:
+    data = _write(tiny_gears_adata(), tmp_path / "g.h5ad")  # symbols G000..G039: not human genes
+    refused(
+        "extract",
+        data,
+        "--scgpt",
+        env["scgpt"],
+        "--out",
+        tmp_path / "s.zarr",
+        "--genes",
+        "10",
+        "--device",
+        "cpu",
+        match="is in the scGPT vocabulary",
+    )
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def _broken_checkpoint(env: dict, tmp_path: Path) -> Path:
+    folder = tmp_path / "scgpt"
+    shutil.copytree(env["scgpt"], folder)
+    return folder
+
+
+def _extract_with(env: dict, tmp_path: Path, folder: Path, match: str) -> None:
+    refused(
+        "extract",
+        env["data"],
+        "--scgpt",
+        folder,
+        "--out",
+        tmp_path / "s.zarr",
+        "--genes",
+        "24",
+        "--device",
+        "cpu",
+        match=match,
+    )
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_scgpt_folder_missing_a_file(env: dict, tmp_path: Path) -> None:
+    folder = _broken_checkpoint(env, tmp_path)
+    (folder / "vocab.json").unlink()
+    _extract_with(env, tmp_path, folder, "vocab.json")
+
+
+def _edit_state(folder: Path, edit) -> None:
+    state = torch.load(folder / "best_model.pt", weights_only=True)
+    edit(state)
+    torch.save(state, folder / "best_model.pt")
+
+
+def test_state_dict_with_a_dropped_tensor(env: dict, tmp_path: Path) -> None:
+    folder = _broken_checkpoint(env, tmp_path)
+    key = next(k for k in torch.load(folder / "best_model.pt", weights_only=True) if "linear1.weight" in k)
+    _edit_state(folder, lambda s: s.__setitem__(key.replace("linear1", "linear_renamed"), s.pop(key)))
+    _extract_with(env, tmp_path, folder, "would not load")
+
+
+def test_state_dict_with_a_reshaped_tensor(env: dict, tmp_path: Path) -> None:
+    folder = _broken_checkpoint(env, tmp_path)
+    key = next(k for k in torch.load(folder / "best_model.pt", weights_only=True) if "linear1.weight" in k)
+    _edit_state(folder, lambda s: s.__setitem__(key, s[key][:-1]))
+    _extract_with(env, tmp_path, folder, "would not load")
+
+
+def test_args_json_disagrees_with_the_weights(env: dict, tmp_path: Path) -> None:
+    folder = _broken_checkpoint(env, tmp_path)
+    args = json.loads((folder / "args.json").read_text())
+    args["nlayers"] += 2
+    (folder / "args.json").write_text(json.dumps(args))
+    _extract_with(env, tmp_path, folder, "nlayers")
+
+
+def test_truncated_best_model(env: dict, tmp_path: Path) -> None:
+    folder = _broken_checkpoint(env, tmp_path)
+    payload = (folder / "best_model.pt").read_bytes()
+    (folder / "best_model.pt").write_bytes(payload[: len(payload) // 2])
+    _extract_with(env, tmp_path, folder, "best_model.pt")
+
+
+# --- latent store ---------------------------------------------------------------------------------------------
+
+
+def _train(env: dict, tmp_path: Path, *extra: object, match: str, data: Path | None = None) -> None:
+    refused(
+        "train",
+        data or env["data"],
+        "--cache",
+        env["store"],
+        "--out",
+        tmp_path / "run",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        *extra,
+        match=match,
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_store_from_another_checkpoint(env: dict, tmp_path: Path) -> None:
+    _train(env, tmp_path, "--scgpt", env["other_scgpt"], match="another scGPT checkpoint")
+
+
+def test_store_from_another_panel_or_settings(env: dict, tmp_path: Path) -> None:
+    out = tmp_path / "store.zarr"
+    shutil.copytree(env["store"], out)
+    refused(
+        "extract",
+        env["data"],
+        "--scgpt",
+        env["scgpt"],
+        "--out",
+        out,
+        "--genes",
+        "20",
+        "--resume",
+        "--shard-cells",
+        "32",
+        "--device",
+        "cpu",
+        match="cannot resume",
+    )
+
+
+def test_store_from_other_data(env: dict, tmp_path: Path) -> None:
+    other = _write(tiny_gears_adata(cells_per_condition=12, genes=json_genes(env), seed=9), tmp_path / "other.h5ad")
+    _train(env, tmp_path, match="with different expression", data=other)
+
+
+def json_genes(env: dict) -> list[str]:
+    return ad.read_h5ad(env["data"], backed="r").var["gene_name"].astype(str).tolist()
+
+
+def _damaged_store(env: dict, tmp_path: Path) -> tuple[dict, Path]:
+    store = tmp_path / "store.zarr"
+    shutil.copytree(env["store"], store)
+    return {**env, "store": store}, store / "features" / "c" / "1" / "0" / "0"
+
+
+def test_store_with_a_missing_shard(env: dict, tmp_path: Path) -> None:
+    env, shard = _damaged_store(env, tmp_path)
+    shard.unlink()
+    _train(env, tmp_path, match="missing or truncated shard")
+
+
+def test_store_with_a_corrupted_shard(env: dict, tmp_path: Path) -> None:
+    env, shard = _damaged_store(env, tmp_path)
+    shard.write_bytes(os.urandom(shard.stat().st_size))  # same size: only reading (or a checksum) can tell
+    _train(env, tmp_path, match="is damaged")
+    ok(
+        "extract",
+        env["data"],
+        "--scgpt",
+        env["scgpt"],
+        "--out",
+        env["store"],
+        "--genes",
+        "24",
+        "--norm-cells",
+        "64",
+        "--shard-cells",
+        "32",
+        "--device",
+        "cpu",
+        "--resume",
+    )  # resume checks checksums and rebuilds the shard
+    assert shard.read_bytes() == (env["root"] / "store.zarr" / "features" / "c" / "1" / "0" / "0").read_bytes()
+
+
+def test_incomplete_store(env: dict, tmp_path: Path) -> None:
+    env, _ = _damaged_store(env, tmp_path)
+    (env["store"] / "progress" / "complete.json").unlink()
+    _train(env, tmp_path, match="is incomplete")
+
+
+# --- runs, checkpoints, splits, generation ---------------------------------------------------------------------
+
+
+def test_checkpoint_from_another_panel(env: dict, tmp_path: Path) -> None:
+    other = next((env["run20"] / "checkpoints").glob("step-*.pt"))
+    refused(
+        "generate",
+        env["run"],
+        "--checkpoint",
+        other,
+        "--out",
+        tmp_path / "p.h5ad",
+        "--device",
+        "cpu",
+        match="another gene panel",
+    )
+    assert not (tmp_path / "p.h5ad").exists()
+
+
+def test_run_folder_without_a_checkpoint(env: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("run.json", "split.json"):
+        shutil.copy(env["run"] / name, run / name)
+    refused("generate", run, "--device", "cpu", match="has no checkpoint yet")
+    refused("generate", tmp_path / "nothing", "--device", "cpu", match="is not a run folder")
+
+
+def test_requested_perturbation_not_in_the_data(env: dict, tmp_path: Path) -> None:
+    (tmp_path / "want.txt").write_text("G001+G999\n")
+    refused(
+        "generate",
+        env["run"],
+        "--perturbations",
+        tmp_path / "want.txt",
+        "--out",
+        tmp_path / "p.h5ad",
+        "--device",
+        "cpu",
+        match="not in",
+    )
+    assert not (tmp_path / "p.h5ad").exists()
+
+
+def test_split_file_naming_unknown_conditions(env: dict, tmp_path: Path) -> None:
+    (tmp_path / "test.txt").write_text("ACTB+XYZ1\n")
+    _train(env, tmp_path, "--split", "file", "--split-file", tmp_path / "test.txt", match="not in the data")
+
+
+# --- outputs and the machine -----------------------------------------------------------------------------------
+
+
+def test_output_path_exists(env: dict, tmp_path: Path) -> None:
+    existing = tmp_path / "exists.h5ad"
+    existing.write_text("keep me")
+    refused("simulate", "combosciplex", "--out", existing, "--scale", "0.002", match="already exists")
+    refused(
+        "extract",
+        env["data"],
+        "--scgpt",
+        env["scgpt"],
+        "--out",
+        env["store"],
+        "--device",
+        "cpu",
+        match="already exists",
+    )
+    refused(
+        "train", env["data"], "--cache", env["store"], "--out", env["run"], "--device", "cpu", match="already exists"
+    )
+    refused("generate", env["run"], "--out", existing, "--device", "cpu", match="already exists")
+    refused("toy-scgpt", "--out", env["scgpt"], match="already exists")
+    assert existing.read_text() == "keep me"
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    refused(
+        "simulate",
+        "combosciplex",
+        "--out",
+        blocker / "out.h5ad",
+        "--scale",
+        "0.002",
+        match="check that the output location is writable",
+    )
+
+
+def test_disk_full_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(self: ad.AnnData, path: Path, *args: object, **kwargs: object) -> None:
+        Path(path).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", full_disk)
+    refused(
+        "simulate", "combosciplex", "--out", tmp_path / "out.h5ad", "--scale", "0.002", match="No space left on device"
+    )
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file remains
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu(env: dict, tmp_path: Path) -> None:
+    refused(
+        "extract",
+        env["data"],
+        "--scgpt",
+        env["scgpt"],
+        "--out",
+        tmp_path / "s.zarr",
+        "--device",
+        "cuda",
+        match="no CUDA GPU is visible",
+    )
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_writer_lock_of_a_live_dead_and_foreign_holder(env: dict, tmp_path: Path) -> None:
+    out = tmp_path / "locked.zarr"
+    lock = tmp_path / "locked.zarr.lock"
+    args = (
+        "extract",
+        env["data"],
+        "--scgpt",
+        env["scgpt"],
+        "--out",
+        out,
+        "--genes",
+        "24",
+        "--norm-cells",
+        "64",
+        "--shard-cells",
+        "32",
+        "--device",
+        "cpu",
+    )
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    refused(*args, match="is being written by pid")
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": "another-node"}))
+    refused(*args, match="--break-lock")
+    assert not out.exists()
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))  # dead, this host: stale
+    ok(*args)
+    assert not lock.exists() and out.exists()
