@@ -8,7 +8,6 @@ per-shard running moments and marks the store complete.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -179,6 +178,25 @@ def _finalize(store: LatentStore) -> RunningMoments:
     return moments
 
 
+def _lock_and_open(
+    lock: WriterLock,
+    plan: ExtractionPlan,
+    extractor: FeatureExtractor,
+    scgpt: ScgptModel,
+    data: PerturbationData,
+    cfg: ExtractConfig,
+) -> LatentStore:
+    """Rank 0: take the writer lock, then create the store or open it for resuming (lock released on failure)."""
+    lock.__enter__()
+    try:
+        if _prepare_output(cfg):
+            return _open_for_resume(plan, cfg, repair=True)
+        return _create_store(plan, extractor, scgpt, data, cfg)
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+
+
 def run(cfg: ExtractConfig) -> Path:
     ctx = init_distributed(cfg.device)
     try:
@@ -195,15 +213,9 @@ def run(cfg: ExtractConfig) -> Path:
             plan.expression.shape[0],
             device,
         )
-        with WriterLock(cfg.out, cfg.break_lock) if ctx.is_main else contextlib.nullcontext():
-            if ctx.is_main:
-                resume = _prepare_output(cfg)
-                store = (
-                    _open_for_resume(plan, cfg, repair=True)
-                    if resume
-                    else _create_store(plan, extractor, scgpt, data, cfg)
-                )
-            ctx.barrier()
+        lock = WriterLock(cfg.out, cfg.break_lock)
+        store = ctx.main_first(lambda: _lock_and_open(lock, plan, extractor, scgpt, data, cfg))
+        try:
             if not ctx.is_main:
                 store = _open_for_resume(plan, cfg, repair=False)
             started = time.perf_counter()
@@ -218,6 +230,9 @@ def run(cfg: ExtractConfig) -> Path:
                     time.perf_counter() - started,
                     float(moments.std.mean()),
                 )
+        finally:
+            if ctx.is_main:
+                lock.__exit__(None, None, None)
     finally:
         close_distributed(ctx)
     return cfg.out

@@ -6,13 +6,17 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ccfm.errors import CCFMError
+
+T = TypeVar("T")
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -43,6 +47,23 @@ class DistContext:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def main_first(self, work: Callable[[], T]) -> T | None:
+        """Run `work` on rank 0 while the other ranks wait; a CCFMError there is raised on every rank, so a
+        user's mistake stops the whole job at once instead of leaving the other ranks in a barrier."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except CCFMError as err:
+                error = str(err)
+        if self.world > 1:
+            box = [error]
+            dist.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise CCFMError(error)
+        return result
 
 
 def init_distributed(device_hint: str) -> DistContext:

@@ -194,9 +194,7 @@ def run(cfg: TrainConfig) -> Path:
         device = resolve_device(cfg.device, ctx.local_rank)
         setup = prepare(cfg)
         run_info = describe_run(cfg, setup)
-        if ctx.is_main:
-            _prepare_run_folder(cfg, run_info, setup.split.to_json(), device)
-        ctx.barrier()
+        ctx.main_first(lambda: _prepare_run_folder(cfg, run_info, setup.split.to_json(), device))
         trainer = Trainer(cfg, setup, ctx, device)
         checkpoint = last_checkpoint(cfg.out) if cfg.resume else None
         start = trainer.restore(load_checkpoint(checkpoint)) if checkpoint is not None else 0

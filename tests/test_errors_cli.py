@@ -510,3 +510,36 @@ def test_writer_lock_of_a_live_dead_and_foreign_holder(env: dict, tmp_path: Path
     lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))  # dead, this host: stale
     ok(*args)
     assert not lock.exists() and out.exists()
+
+
+@pytest.mark.slow
+def test_a_refusal_on_rank_0_stops_every_rank(env: dict) -> None:
+    """Under torchrun a user's mistake met by rank 0 must end the job, not leave rank 1 waiting in a barrier."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--module",
+        "ccfm",
+        "extract",
+        str(env["data"]),
+        "--scgpt",
+        str(env["scgpt"]),
+        "--out",
+        str(env["store"]),
+        "--genes",
+        "24",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode != 0
+    assert result.stderr.count("already exists; pass --resume") == 2  # both ranks say why, then stop
