@@ -180,8 +180,8 @@ def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLo
             bar.update(1)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 if ctx.is_main:
+                    losses.flush()  # first: a resume drops rows past its checkpoint, never lacks any before it
                     save_checkpoint(cfg.out, done, trainer.state(done, run_info))
-                    losses.flush()
                 ctx.barrier()
             waited = time.perf_counter()
 
