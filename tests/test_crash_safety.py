@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import random
 import shutil
 import signal
@@ -39,8 +38,6 @@ def _kill_when(cmd: list[str], landed: Callable[[], bool], log: Path) -> None:
     """Start `cmd` and SIGKILL it as soon as `landed()` holds; fail if it ends or stalls first."""
     with open(log, "w") as stderr:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
-    # Lowest priority: on a busy machine the poller, not the child, gets the CPU, and sees each state in time.
-    os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
     deadline = time.monotonic() + KILL_TIMEOUT_S
     try:
         while not landed():
@@ -329,9 +326,7 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(
     train.run(_train_cfg(root, tiny_workspace, out, resume=True))
     assert f"steps {step}..{STEPS}" in caplog.text
     _assert_same_weights(out, reference_weights)
-    expected = _loss_rows(reference)
-    rows = _loss_rows(out)
-    assert {s: rows[s] for s in rows if s > step} == {s: expected[s] for s in expected if s > step}
+    assert _loss_rows(out) == _loss_rows(reference)  # every row, those before the kill included
 
 
 @pytest.mark.slow
