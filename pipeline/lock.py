@@ -35,6 +35,8 @@ class WriterLock:
             return {}
 
     def _stale(self, holder: dict) -> bool:
+        if not holder:  # empty or unreadable: its writer died between creating and filling it
+            return True
         if holder.get("host") == socket.gethostname():
             return not _alive(int(holder.get("pid", -1)))
         return self.break_lock

@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ccfm.atomic import write_json_atomic
+from ccfm.atomic import write_bytes_atomic, write_json_atomic
 from ccfm.config import TrainConfig
 from ccfm.data.batches import BatchFailure, BatchStream
 from ccfm.errors import CCFMError
@@ -63,11 +63,12 @@ def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: 
         shutil.rmtree(cfg.out)
     if cfg.resume and (cfg.out / "run.json").is_file():
         check_resumable(json.loads((cfg.out / "run.json").read_text()), run_info, cfg.out)
-        if (cfg.out / "split.json").read_text() != split_json:
+        saved_split = cfg.out / "split.json"
+        if saved_split.is_file() and saved_split.read_text() != split_json:
             raise CCFMError(f"cannot resume {cfg.out}: the split differs from the saved split.json")
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.out / "run.json", {**run_info, "provenance": provenance(device, cfg.seed)})
-    (cfg.out / "split.json").write_text(split_json)
+    write_bytes_atomic(cfg.out / "split.json", split_json.encode())
 
 
 @dataclasses.dataclass
