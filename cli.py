@@ -15,6 +15,7 @@ import typer
 from ccfm.config import (
     EvaluateConfig,
     ExtractConfig,
+    FetchScgptConfig,
     GenerateConfig,
     SchemaOverrides,
     SimulateConfig,
@@ -111,6 +112,49 @@ def toy_scgpt(
     )
     path = _call(stage.run, cfg)
     typer.echo(f"toy scGPT checkpoint (random weights, a STAND-IN) written to {path}")
+
+
+@app.command("fetch-scgpt")
+def fetch_scgpt(
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to create (staged in OUT.partial).")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="Repeatable. A mirror folder URL holding all three files (https://host/scGPT_human), or one "
+            "file's source as FILE=URL or FILE=GOOGLE_DRIVE_ID (FILE: best_model.pt, vocab.json, args.json). "
+            "Default: the released scGPT_human files on Google Drive.",
+        ),
+    ] = None,
+    sha256: Annotated[
+        list[str] | None,
+        typer.Option("--sha256", help="Repeatable FILE=HEX: refuse a file whose sha256 differs."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds a connection or read may stall.")] = 60.0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Download the whole-human scGPT checkpoint (best_model.pt, vocab.json, args.json) and validate it.
+
+    An interrupted download resumes when the same command is rerun. OUT appears only once every file is
+    complete, matches its --sha256 and loads as `ccfm extract` loads it.
+
+    Examples: `--source https://lab.example.org/scGPT_human` (a mirror folder); `--source best_model.pt=DRIVE_ID
+    --sha256 best_model.pt=HEX` (one file from elsewhere, the others from the release). Offline, download the
+    scGPT_human folder from the scGPT README by hand and pass it to `ccfm extract --scgpt`.
+    """
+    from pipeline import fetch_scgpt as stage
+
+    if timeout <= 0:
+        _call(_raise, f"--timeout must be positive, got {timeout}")
+    cfg = FetchScgptConfig(
+        out=out,
+        sources=tuple(source or ()),
+        sha256=tuple(sha256 or ()),
+        timeout=timeout,
+        overwrite=overwrite,
+    )
+    path = _call(stage.run, cfg)
+    typer.echo(f"scGPT checkpoint downloaded and validated in {path}; use it with `ccfm extract DATA --scgpt {path}`")
 
 
 @app.command()

@@ -184,3 +184,15 @@ class EvaluateConfig:
     seed: int = 0  # seeds the control cells each built-in baseline perturbation starts from
     num_threads: int = 1  # threads for cell-eval's differential expression (pdex)
     overwrite: bool = False  # replace an existing report folder
+
+
+@dataclass(frozen=True)
+class FetchScgptConfig:
+    """`ccfm fetch-scgpt`: download the released whole-human scGPT checkpoint folder, resumably, and validate it."""
+
+    out: Path  # checkpoint folder to create (best_model.pt, vocab.json, args.json); staged in OUT.partial
+    sources: tuple[str, ...] = ()  # a mirror base URL and/or FILE=URL_OR_DRIVE_ID; none: the released Drive files
+    sha256: tuple[str, ...] = ()  # FILE=HEX checksums to verify (none are known for the release)
+    timeout: float = 60.0  # seconds a connection or a read may stall before it counts as failed
+    drive_url: str = "https://drive.usercontent.google.com/download"  # Google Drive's download endpoint
+    overwrite: bool = False  # replace an existing checkpoint folder

@@ -91,7 +91,7 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _check_replaceable(out: Path, overwrite: bool) -> None:
+def check_checkpoint_replaceable(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but a checkpoint folder, and that only when asked to."""
     if not out.exists():
         return
@@ -104,14 +104,14 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
         )
 
 
-def _write_folder(out: Path, write: Callable[[Path], None], overwrite: bool) -> None:
+def write_checkpoint_folder(out: Path, write: Callable[[Path], None], overwrite: bool) -> None:
     """Fill a temporary sibling folder and rename it into place: `out` is complete or absent."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
     partial.mkdir()
     try:
         write(partial)
-        _check_replaceable(out, overwrite)
+        check_checkpoint_replaceable(out, overwrite)
         if out.exists():
             retired = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
             os.replace(out, retired)
@@ -144,7 +144,7 @@ def build_toy_checkpoint(
             raise CCFMError(f"{name} must be a positive integer, got {value}")
     if d_model % heads:
         raise CCFMError(f"d_model={d_model} must be divisible by heads={heads}; e.g. d_model={heads * 16}")
-    _check_replaceable(out, overwrite)  # fail before the work, and again before the rename
+    check_checkpoint_replaceable(out, overwrite)  # fail before the work, and again before the rename
 
     symbols = _select_genes(census_gene_symbols(), genes, seed)
     token2idx = {token: i for i, token in enumerate([*symbols, *SPECIAL_TOKENS])}
@@ -158,5 +158,5 @@ def build_toy_checkpoint(
         for name in CHECKPOINT_FILES:
             _fsync(folder / name)
 
-    _write_folder(out, write, overwrite)
+    write_checkpoint_folder(out, write, overwrite)
     return out
