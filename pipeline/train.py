@@ -151,7 +151,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        self.ema.update(self.model)
+        self.ema.update(self.model, batch.step)
         return {
             "loss": terms.total.item(),
             "expr_mse": terms.expr_mse.item(),

@@ -350,3 +350,20 @@ def test_one_head_at_a_time_gives_the_same_velocity() -> None:
     assert expr_only.latent_velocity is None and latent_only.expr_velocity is None
     torch.testing.assert_close(expr_only.expr_velocity, both.expr_velocity)
     torch.testing.assert_close(latent_only.latent_velocity, both.latent_velocity)
+
+
+def test_ema_warm_up_follows_early_weights_then_reaches_the_decay() -> None:
+    from ccfm.model.ema import EMA, warmed_decay
+
+    assert warmed_decay(0.999, 0) == pytest.approx(0.1)
+    assert warmed_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert warmed_decay(0.999, 100_000) == 0.999
+    live = torch.nn.Linear(2, 1)
+    ema = EMA(live, decay=0.999)
+    with torch.no_grad():
+        live.weight.fill_(1.0)
+        ema.shadow.weight.zero_()
+    for step in range(300):
+        ema.update(live, step)
+    # 300 updates at a plain 0.999 would keep 0.999^300 ≈ 74% of the initial 0 weight
+    assert ema.shadow.weight.min().item() > 0.99

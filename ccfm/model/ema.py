@@ -8,8 +8,18 @@ import torch
 from torch import nn
 
 
+def warmed_decay(decay: float, step: int) -> float:
+    """min(decay, (1 + step) / (10 + step)): early updates follow the weights closely.
+
+    Without the warm-up a short run samples from mostly initial weights: after n updates at decay d the
+    shadow still holds d^n of them (0.999^600 ≈ 0.55). The warm-up depends on the step alone, so a
+    resumed run continues exactly.
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 class EMA:
-    """Shadow copy of a model whose floating-point tensors track decay·shadow + (1 − decay)·weights."""
+    """Shadow copy of a model whose floating-point tensors track d·shadow + (1 − d)·weights, d = warmed_decay."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 <= decay < 1.0:
@@ -18,10 +28,12 @@ class EMA:
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        """Fold in the weights after optimizer step `step` (0-based)."""
+        decay = warmed_decay(self.decay, step)
         for shadow, live in zip(self.shadow.state_dict().values(), model.state_dict().values(), strict=True):
             if shadow.dtype.is_floating_point:
-                shadow.lerp_(live, 1.0 - self.decay)
+                shadow.lerp_(live, 1.0 - decay)
             else:
                 shadow.copy_(live)
 
