@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo_out
 
-.PHONY: demo test install clean
+.PHONY: demo test install bench quality clean
 
 install: $(STAMP)
 
@@ -25,6 +25,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Speed benchmarks (extract, train, generate) -> docs/benchmarks.md + docs/benchmarks.json (minutes).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+# The quality study (CCFM vs no-latent vs baselines, 3 folds + a sweep) -> docs/quality/ (about 45 min on 2 cores).
+quality: $(STAMP)
+	$(BIN)/python -m bench.quality
 
 clean:
 	rm -rf $(VENV) $(DEMO)

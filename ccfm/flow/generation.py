@@ -6,7 +6,14 @@ import torch
 from torch import Tensor
 
 from ccfm.flow.path import gaussian_noise
-from ccfm.flow.sampling import NULL_PERTURBATION, CascadeSample, SamplerConfig, VelocityFn, sample_cascade
+from ccfm.flow.sampling import (
+    NULL_PERTURBATION,
+    CascadeSample,
+    SamplerConfig,
+    VelocityFn,
+    sample_cascade,
+    sample_expression,
+)
 
 
 def _velocity(model: torch.nn.Module, control: Tensor, genes: Tensor, pert: Tensor) -> VelocityFn:
@@ -42,3 +49,21 @@ def generate_cells(
     if cfg.guidance_expr != 1.0 or (z0 is not None and cfg.guidance_latent != 1.0):
         uncond = _velocity(model, control, genes, torch.full_like(pert, NULL_PERTURBATION))
     return sample_cascade(_velocity(model, control, genes, pert), x0, z0, cfg, uncond)
+
+
+@torch.no_grad()
+def generate_from_latent(
+    model: torch.nn.Module,
+    control: Tensor,
+    pert: Tensor,
+    latent: Tensor,
+    generator: torch.Generator,
+    cfg: SamplerConfig,
+) -> Tensor:
+    """Stage 2 alone: expression (B, G) for B (control, perturbation) pairs guided by a given clean latent (B, G, D).
+
+    With the measured latents of real perturbed cells this shows what a perfect stage 1 would give.
+    """
+    genes = torch.arange(control.shape[1], device=control.device)  # (G,)
+    x0 = gaussian_noise(tuple(control.shape), generator, control.device)  # (B, G)
+    return sample_expression(_velocity(model, control, genes, pert), x0, latent, cfg)

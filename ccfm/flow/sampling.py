@@ -135,6 +135,32 @@ def _check_noise(x0: Tensor, z0: Tensor | None) -> None:
 
 
 @torch.no_grad()
+def sample_expression(
+    velocity_fn: VelocityFn,
+    x0: Tensor,
+    latent: Tensor | None,
+    cfg: SamplerConfig = SamplerConfig(),
+    velocity_fn_uncond: VelocityFn | None = None,
+) -> Tensor:
+    """Stage 2: expression (B, G) integrated from x0 (B, G) with a clean latent (B, G, D) held at t_latent = 1.
+
+    `latent` is stage 1's output, or any latent of the same cells and genes (e.g. the measured latent of
+    real cells, to see what a perfect stage 1 would give); None for a model without a latent stream.
+    """
+    _check_noise(x0, latent)
+    _check_guidance(cfg, False, velocity_fn_uncond)
+    batch = x0.shape[0]
+    t_latent = None if latent is None else torch.ones(batch, device=x0.device, dtype=x0.dtype)  # (B,)
+
+    def expr_field(t: Tensor, x: Tensor) -> Tensor:  # x: (B, G)
+        inputs = (x, _per_cell(t, batch), latent, t_latent)
+        return _guided_velocity(velocity_fn, velocity_fn_uncond, cfg.guidance_expr, "expr", inputs)
+
+    expression = _integrate(expr_field, x0, cfg.steps, cfg.method)  # (B, G)
+    return expression.clamp_min(cfg.clamp_min) if cfg.clamp_min is not None else expression
+
+
+@torch.no_grad()
 def sample_cascade(
     velocity_fn: VelocityFn,
     x0: Tensor,
@@ -161,13 +187,5 @@ def sample_cascade(
             return _guided_velocity(velocity_fn, velocity_fn_uncond, cfg.guidance_latent, "latent", inputs)
 
         latent = _integrate(latent_field, z0, cfg.latent_steps, cfg.method)  # (B, G, D)
-    t_latent = None if latent is None else torch.ones_like(zeros)  # (B,)
-
-    def expr_field(t: Tensor, x: Tensor) -> Tensor:  # x: (B, G)
-        inputs = (x, _per_cell(t, batch), latent, t_latent)
-        return _guided_velocity(velocity_fn, velocity_fn_uncond, cfg.guidance_expr, "expr", inputs)
-
-    expression = _integrate(expr_field, x0, cfg.steps, cfg.method)  # (B, G)
-    if cfg.clamp_min is not None:
-        expression = expression.clamp_min(cfg.clamp_min)
+    expression = sample_expression(velocity_fn, x0, latent, cfg, velocity_fn_uncond)  # (B, G)
     return CascadeSample(expression=expression, latent=latent, x0=x0, z0=z0)
