@@ -248,6 +248,14 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Target cells (and control cells) per step.")] = 48,
     latent: Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")] = "scgpt",
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
+    latent_first_prob: Annotated[float, typer.Option(help="Share of samples that train the latent stream.")] = 0.4,
+    t_latent_for_expr: Annotated[
+        str, typer.Option(help="t_latent of expression samples: clean (1) or late (U(0.75, 1)).")
+    ] = "clean",
+    latent_weight: Annotated[float, typer.Option(help="Weight of the latent loss.")] = 1.0,
+    latent_target: Annotated[
+        str, typer.Option(help="What the latent head predicts: velocity or clean (the clean latent).")
+    ] = "velocity",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
@@ -280,6 +288,10 @@ def train(
         steps=steps,
         batch_size=batch_size,
         lr=lr,
+        latent_first_prob=latent_first_prob,
+        t_latent_for_expr=t_latent_for_expr,  # type: ignore[arg-type]  # checked by the time sampler
+        latent_weight=latent_weight,
+        latent_target=latent_target,  # type: ignore[arg-type]  # checked by the model
         checkpoint_every=checkpoint_every,
         workers=workers,
         device=device,

@@ -73,6 +73,7 @@ class Variant:
     latent_first_prob: float = 0.4
     t_latent_for_expr: str = "clean"
     latent_weight: float = 1.0
+    latent_target: str = "velocity"  # "clean": the latent head predicts the clean latent (x-prediction)
 
 
 SWEEP = (
@@ -81,6 +82,7 @@ SWEEP = (
     Variant("p0.6-clean-w1", latent_first_prob=0.6),
     Variant("p0.4-late-w1", t_latent_for_expr="late"),
     Variant("p0.4-clean-w0.3", latent_weight=0.3),
+    Variant("p0.4-clean-w1-xpred", latent_target="clean"),
 )
 
 
@@ -158,6 +160,7 @@ def train_and_generate(
             latent_first_prob=variant.latent_first_prob,
             t_latent_for_expr=variant.t_latent_for_expr,  # type: ignore[arg-type]
             latent_weight=variant.latent_weight,
+            latent_target=variant.latent_target,  # type: ignore[arg-type]
             checkpoint_every=s.steps,
             workers=0,  # batches are cheap cache reads; a loader process would compete for the cores
             device=s.device,

@@ -62,6 +62,7 @@ def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) ->
         n_drugs=len(vocab.drugs),
         latent_dim=latent_dim,
         latent=cfg.latent,
+        latent_target=cfg.latent_target,
         **MODEL_PRESETS[cfg.preset],
     )
 

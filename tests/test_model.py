@@ -367,3 +367,23 @@ def test_ema_warm_up_follows_early_weights_then_reaches_the_decay() -> None:
         ema.update(live, step)
     # 300 updates at a plain 0.999 would keep 0.999^300 ≈ 74% of the initial 0 weight
     assert ema.shadow.weight.min().item() > 0.99
+
+
+def test_clean_latent_target_returns_the_velocity_of_the_predicted_clean_latent() -> None:
+    from ccfm.model.cascade import MIN_LATENT_GAP
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_genes=12, latent_dim=6, d_model=16, heads=4, layers=1, latent_bottleneck=8)
+    raw = build_model(cfg).eval()  # "velocity": the model returns its latent head's output as is
+    with torch.no_grad():
+        for p in raw.parameters():  # leave the zero-initialized state: a zero head would prove nothing
+            p.add_(0.1 * torch.randn_like(p))
+    clean = build_model(dataclasses.replace(cfg, latent_target="clean")).eval()
+    clean.load_state_dict(raw.state_dict())
+    inputs = make_inputs(cfg, genes=torch.arange(10), batch=3)
+    inputs.t_latent = torch.tensor([0.0, 0.5, 1.0])
+    head = raw(inputs).latent_velocity  # (B, G, D): read as the predicted clean latent
+    gap = (1 - inputs.t_latent).clamp_min(MIN_LATENT_GAP)[:, None, None]
+    torch.testing.assert_close(clean(inputs).latent_velocity, (head - inputs.z_t) / gap)
+    with pytest.raises(CCFMError, match="latent_target"):
+        build_model(ModelConfig(n_genes=4, latent_target="noise"))  # type: ignore[arg-type]

@@ -1,7 +1,10 @@
 """The cascaded flow model: an scDFM backbone on expression, guided by a flowing scGPT latent.
 
 With `latent == "scgpt"` the model reads a noisy latent z_t (added to the expression tokens) and its time
-(added to the conditioning vector), and predicts both velocities. With `latent == "none"` it has no latent
+(added to the conditioning vector), and predicts both velocities. With `latent_target == "clean"` the latent
+head predicts the clean latent ẑ1 instead and the model returns the velocity (ẑ1 − z_t) / (1 − t): a network
+of width H then outputs the structured latent rather than D dimensions of noise (x-prediction, as in JiT).
+With `latent == "none"` it has no latent
 parameters at all and is the scDFM-equivalent ablation built from the same code.
 
 Shape legend: B cells, G genes, D scGPT width, H hidden width, P perturbation slots.
@@ -96,6 +99,10 @@ def _check_inputs(cfg: ModelConfig, inputs: FlowInputs) -> None:
     _expect_shape("z_t", inputs.z_t, (b, g, cfg.latent_dim), "B × G × D, D = cfg.latent_dim")
 
 
+#: latent_target "clean": 1 − t is clamped at this when a predicted clean latent becomes a velocity (JiT's 0.05).
+MIN_LATENT_GAP = 0.05
+
+
 class CascadedFlowModel(nn.Module):
     """Predicts expression velocity and (with a latent stream) scGPT-latent velocity."""
 
@@ -103,6 +110,8 @@ class CascadedFlowModel(nn.Module):
         super().__init__()
         if cfg.latent not in ("scgpt", "none"):
             raise CCFMError(f"ModelConfig.latent must be 'scgpt' or 'none'; got {cfg.latent!r}.")
+        if cfg.latent_target not in ("velocity", "clean"):
+            raise CCFMError(f"ModelConfig.latent_target must be 'velocity' or 'clean'; got {cfg.latent_target!r}.")
         if cfg.n_genes < 1 or cfg.n_drugs < 0:
             raise CCFMError(f"ModelConfig needs n_genes ≥ 1 and n_drugs ≥ 0; got {cfg.n_genes}, {cfg.n_drugs}.")
         self.cfg = cfg
@@ -146,7 +155,13 @@ class CascadedFlowModel(nn.Module):
             tokens = layer(tokens, gene_tokens, control_tokens, pert, c)  # (B, G, H)
         expr_velocity = self.expr_head(tokens, pert) if inputs.heads != "latent" else None  # (B, G)
         wants_latent = self.has_latent and inputs.heads != "expr"
-        latent_velocity = self.latent_head(tokens, c) if wants_latent else None  # (B, G, D)
+        latent_velocity = None
+        if wants_latent:
+            latent_velocity = self.latent_head(tokens, c)  # (B, G, D)
+            if self.cfg.latent_target == "clean":  # the head predicted z1: v = (ẑ1 − z_t) / (1 − t)
+                t_latent = _batch_time("t_latent", inputs.t_latent, b)
+                gap = (1 - t_latent).clamp_min(MIN_LATENT_GAP)[:, None, None]  # (B, 1, 1)
+                latent_velocity = (latent_velocity - inputs.z_t) / gap  # (B, G, D)
         return FlowOutputs(expr_velocity=expr_velocity, latent_velocity=latent_velocity)
 
 
