@@ -25,7 +25,7 @@ from ccfm.config import ExtractConfig, TrainConfig
 from ccfm.data.batches import BatchStream
 from ccfm.latent.toy_checkpoint import build_toy_checkpoint
 from pipeline import extract
-from pipeline.runtime import DistContext
+from pipeline.runtime import DistContext, share_cpu_cores
 from pipeline.train import Trainer
 from pipeline.train_setup import SourceSpec, prepare
 
@@ -110,12 +110,16 @@ def bench_size(name: str, data: Path, work: Path, genes: int, batch: int, steps:
         return (time.perf_counter() - start) / steps
 
     cached_s, fly_s = with_data(cached), with_data(fly)
+    threads = torch.get_num_threads()
+    share_cpu_cores(torch.device("cpu"), busy_helpers=cfg.workers)  # what `ccfm train` does next to its loaders
+    wait_share = _wait_share(trainer, steps)
+    torch.set_num_threads(threads)
     return {
         "scgpt": f"d{d} L{layers} h{heads}",
         "cached_s_per_step": cached_s,
         "on_the_fly_s_per_step": fly_s,
         "speedup": fly_s / cached_s,
-        "data_wait_share_2_workers": _wait_share(trainer, steps),
+        "data_wait_share_2_workers": wait_share,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
 

@@ -31,7 +31,14 @@ from ccfm.latent.source import normalized_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from pipeline.lock import WriterLock
-from pipeline.runtime import DistContext, close_distributed, init_distributed, provenance, resolve_device
+from pipeline.runtime import (
+    DistContext,
+    close_distributed,
+    init_distributed,
+    provenance,
+    resolve_device,
+    share_cpu_cores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +208,7 @@ def run(cfg: ExtractConfig) -> Path:
     ctx = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, ctx.local_rank)
+        share_cpu_cores(device)
         data = load_dataset(cfg.data, cfg.schema)
         scgpt = load_scgpt(cfg.scgpt, device)
         autocast = torch.bfloat16 if device.type == "cuda" else None

@@ -32,6 +32,22 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     raise CCFMError(f"unknown --device {requested!r}; use auto, cpu, cuda or cuda:N")
 
 
+def share_cpu_cores(device: torch.device, busy_helpers: int = 0) -> int:
+    """On CPU, give this process's torch threads only its share of the cores; returns the thread count.
+
+    The share is cores / (torchrun ranks on this node) minus one core per busy helper process (data
+    loaders). OpenMP threads wait for every peer at each operation, so a thread whose core is taken by
+    another process stalls them all: on 2 cores a training step ran 13× slower next to one busy process
+    with 2 threads than with 1. Never raises the count someone set lower.
+    """
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - busy_helpers
+    torch.set_num_threads(min(torch.get_num_threads(), max(1, share)))
+    return torch.get_num_threads()
+
+
 @dataclass(frozen=True)
 class DistContext:
     """This process's place in a torchrun job (rank 0 of 1 when run plainly)."""

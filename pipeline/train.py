@@ -32,7 +32,14 @@ from ccfm.model.cascade import build_model
 from ccfm.model.ema import EMA
 from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.loss_log import LossLog
-from pipeline.runtime import DistContext, close_distributed, init_distributed, provenance, resolve_device
+from pipeline.runtime import (
+    DistContext,
+    close_distributed,
+    init_distributed,
+    provenance,
+    resolve_device,
+    share_cpu_cores,
+)
 from pipeline.train_setup import RunSetup, SourceSpec, check_resumable, describe_run, gene_graph, prepare
 
 log = logging.getLogger(__name__)
@@ -193,6 +200,7 @@ def run(cfg: TrainConfig) -> Path:
     ctx = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, ctx.local_rank)
+        share_cpu_cores(device, busy_helpers=cfg.workers)
         setup = prepare(cfg)
         run_info = describe_run(cfg, setup)
         ctx.main_first(lambda: _prepare_run_folder(cfg, run_info, setup.split.to_json(), device))

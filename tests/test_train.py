@@ -164,3 +164,23 @@ def test_two_gloo_ranks_train_with_ddp(setup_dir: Path, tmp_path: Path) -> None:
     assert payload["completed_steps"] == 6
     assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.dtype.is_floating_point)
     assert _losses(out)["step"].tolist() == list(range(1, 7))
+
+
+def test_cpu_threads_leave_a_core_to_each_busy_loader_and_share_cores_between_ranks(monkeypatch) -> None:
+    from pipeline.runtime import share_cpu_cores
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    try:
+        torch.set_num_threads(8)
+        assert share_cpu_cores(torch.device("cpu"), busy_helpers=2) == 6
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        torch.set_num_threads(8)
+        assert share_cpu_cores(torch.device("cpu"), busy_helpers=0) == 2
+        assert share_cpu_cores(torch.device("cpu"), busy_helpers=5) == 1  # at least one
+        torch.set_num_threads(1)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE")
+        assert share_cpu_cores(torch.device("cpu")) == 1  # never raised above what was set
+    finally:
+        torch.set_num_threads(before)
