@@ -18,11 +18,8 @@ class LossLog:
         self.rows: list[dict[str, float]] = []
         if keep_until > 0 and self.path.is_file():
             with open(self.path, newline="") as handle:
-                self.rows = [
-                    {k: float(v) for k, v in r.items()}
-                    for r in csv.DictReader(handle)
-                    if int(float(r["step"])) <= keep_until
-                ]
+                rows = [{**{k: float(v) for k, v in r.items()}, "step": int(r["step"])} for r in csv.DictReader(handle)]
+            self.rows = [r for r in rows if r["step"] <= keep_until]  # steps stay integers when rewritten
 
     def append(self, step: int, values: dict[str, float]) -> None:
         self.rows.append({"step": step, **{k: values[k] for k in COLUMNS[1:]}})

@@ -268,10 +268,10 @@ def _assert_same_weights(run: Path, reference: dict[str, torch.Tensor]) -> None:
 
 
 def _loss_rows(run: Path) -> dict[int, dict[str, float]]:
-    """loss.csv by step, without the wall-clock column (a resume rewrites the kept rows' step as `5.0`)."""
+    """loss.csv by step, without the wall-clock column; steps must be written as integers, also after a resume."""
     with open(run / "loss.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {int(float(r["step"])): {k: float(v) for k, v in r.items() if k != "data_wait_s"} for r in rows}
+    return {int(r["step"]): {k: float(v) for k, v in r.items() if k != "data_wait_s"} for r in rows}
 
 
 def _rewind(reference: Path, out: Path, step: int) -> Path:
