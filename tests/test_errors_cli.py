@@ -15,29 +15,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from clitools import ok, refused
 from factories import GENES, tiny_gears_adata
-from typer.testing import CliRunner
-
-from cli import app
-
-runner = CliRunner()
-
-
-def refused(*args: object, match: str) -> str:
-    """Run the CLI, expect a clean refusal whose one error line contains `match`."""
-    result = runner.invoke(app, [str(a) for a in args])
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.output
-    assert match in errors[0], errors[0]
-    return errors[0]
-
-
-def ok(*args: object) -> None:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from clitools import invoke
+from clitools import refused as cli_refused
 
 from ccfm.config import FetchScgptConfig
 from ccfm.errors import CCFMError
 from ccfm.latent.fetch import RELEASE_DRIVE_IDS, drive_confirm_url, resolve_sources
 from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES
-from cli import app
 from pipeline import fetch_scgpt
 
-runner = CliRunner()
 DRIVE_UUID = "0f3c9a6e-uuid-from-the-page"
 CONFIRM_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>
 <p>Google Drive can't scan this file for viruses.</p>
@@ -118,19 +117,12 @@ def server(toy_scgpt_dir: Path) -> Iterator[Served]:
 
 
 def fetch(*args: object) -> object:
-    return runner.invoke(app, ["fetch-scgpt", *(str(a) for a in args)])
+    return invoke("fetch-scgpt", *args)
 
 
 def refused(*args: object, match: str) -> str:
-    """Run `ccfm fetch-scgpt`; expect exit 1 and one `error:` line, the last line, containing `match`."""
-    result = fetch(*args)
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.output
-    assert match in errors[0], errors[0]
-    return errors[0]
+    """`ccfm fetch-scgpt ARGS` refuses cleanly with one `error:` line containing `match`."""
+    return cli_refused("fetch-scgpt", *args, match=match)
 
 
 def sha256(path: Path) -> str:
