@@ -254,8 +254,8 @@ def train(
     ] = "clean",
     latent_weight: Annotated[float, typer.Option(help="Weight of the latent loss.")] = 1.0,
     latent_target: Annotated[
-        str, typer.Option(help="What the latent head predicts: velocity or clean (the clean latent).")
-    ] = "velocity",
+        str, typer.Option(help="What the latent head predicts: clean (the clean latent) or velocity.")
+    ] = "clean",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,

@@ -107,7 +107,9 @@ class Settings:
     sweep: bool
     device: str
     seed: int
-    jobs: int  # runs trained side by side, each on cpu_count // jobs torch threads
+    jobs: int  # runs trained side by side
+    threads: int  # torch threads per job (0: cpu_count // jobs)
+    variant: str  # with --no-sweep: the SWEEP variant the folds use
 
 
 def _done(folder: Path) -> bool:
@@ -312,6 +314,10 @@ def job_devices(s: Settings) -> list[str]:
     return [s.device] * s.jobs
 
 
+def job_threads(s: Settings) -> int:
+    return s.threads or max(1, (os.cpu_count() or 1) // s.jobs)
+
+
 def in_parallel(s: Settings, fn: Callable[..., Path], calls: list[tuple[Any, ...]]) -> list[Path]:
     """fn(s, *args) for every call, `s.jobs` at a time in fresh processes (or in this one for --jobs 1)."""
     if s.jobs == 1 or len(calls) == 1:
@@ -320,7 +326,7 @@ def in_parallel(s: Settings, fn: Callable[..., Path], calls: list[tuple[Any, ...
     slots = context.Queue()
     for device in job_devices(s):
         slots.put(device)
-    threads = max(1, (os.cpu_count() or 1) // s.jobs)
+    threads = job_threads(s)
     with ProcessPoolExecutor(s.jobs, mp_context=context, initializer=_init_worker, initargs=(slots, threads)) as pool:
         return [f.result() for f in [pool.submit(fn, s, *args) for args in calls]]
 
@@ -384,12 +390,16 @@ def write_report(s: Settings, result: dict[str, Any], stats: pd.DataFrame, sweep
 
 def run(s: Settings) -> dict[str, Any]:
     started = time.perf_counter()
+    if s.variant not in {v.name for v in SWEEP}:
+        raise SystemExit(f"--variant {s.variant!r} is not one of {', '.join(v.name for v in SWEEP)}")
+    torch.set_num_threads(job_threads(s))  # for what runs in this process (--jobs 1, single calls)
     data, store = prepare_inputs(s)
     types = double_types(data)
     none = fold_jobs(s, "none", SWEEP[0])  # the no-latent model ignores the cascade's knobs
     sweep_runs = sweep_jobs(s) if s.sweep else []
     in_parallel(s, _train_job, [(data, store, j) for j in [*sweep_runs, *none]])
-    variant, sweep = pick_variant(s, sweep_runs, types) if s.sweep else (SWEEP[0], None)
+    chosen = next(v for v in SWEEP if v.name == s.variant)
+    variant, sweep = pick_variant(s, sweep_runs, types) if s.sweep else (chosen, None)
     ccfm = fold_jobs(s, "scgpt", variant)
     in_parallel(s, _train_job, [(data, store, j) for j in ccfm])
     long = score_folds(s, ccfm, none, types)
@@ -430,12 +440,14 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--sampler", default="euler", choices=("euler", "rk4"))
     p.add_argument("--cells", default="32", help="generated cells per perturbation, or 'matched'")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; use the defaults")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; the folds use --variant")
+    p.add_argument("--variant", default=SWEEP[0].name, help="with --no-sweep: the cascade settings (a sweep name)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--jobs", type=int, default=2, help="runs side by side: each gets cpu_count // jobs threads, and its own GPU"
+        "--jobs", type=int, default=2, help="runs side by side (each on its own GPU when several are visible)"
     )
+    p.add_argument("--threads", type=int, default=0, help="torch threads per job (default: cpu_count // jobs)")
     return Settings(**vars(p.parse_args(argv)))
 
 

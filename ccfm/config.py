@@ -103,7 +103,7 @@ class ModelConfig:
     layers: int = 4  # backbone layers (modulation + adapter + differential perceiver)
     latent_bottleneck: int = 128  # latent embedder D -> bottleneck -> H
     latent_head_blocks: int = 2  # adaLN blocks in the latent head
-    latent_target: Literal["velocity", "clean"] = "velocity"  # what the latent head predicts (see cascade.py)
+    latent_target: Literal["velocity", "clean"] = "velocity"  # latent head output (cascade.py); "velocity" in old runs
     dropout: float = 0.1  # adapter dropout (off in eval mode)
     graph_k: int = 30  # neighbours per gene in the co-expression graph
     value_clamp: float = 512.0  # value encoders clamp inputs at this
@@ -142,7 +142,7 @@ class TrainConfig:
     t_latent_for_expr: Literal["clean", "late"] = "clean"  # t_latent of expression samples: 1 or U(0.75, 1)
     t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
     latent_weight: float = 1.0  # weight of the latent MSE
-    latent_target: Literal["velocity", "clean"] = "velocity"  # latent head predicts the velocity or the clean latent
+    latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
     mmd_weight: float = 0.5  # γ, weight of the MMD² term
     cfg_dropout: float = 0.0  # perturbation label dropout (for classifier-free guidance)
     gene_subset: int | None = None  # random genes per step (None: the whole panel)
