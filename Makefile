@@ -30,7 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
-# The quality study (CCFM vs no-latent vs baselines, 3 folds + a sweep) -> docs/quality/ (about 45 min on 2 cores).
+# The quality study (CCFM vs no-latent vs baselines, 3 folds + a sweep) -> docs/quality/ (about 1 h on 2 cores).
 quality: $(STAMP)
 	$(BIN)/python -m bench.quality
 

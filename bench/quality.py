@@ -52,14 +52,13 @@ from ccfm.config import (  # noqa: E402
     ToyScgptConfig,
     TrainConfig,
 )
+from ccfm.eval.report import LOWER_IS_BETTER  # noqa: E402
 from pipeline import evaluate, extract, generate, simulate, toy_scgpt, train  # noqa: E402
 
 log = logging.getLogger("bench.quality")
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("pearson_delta", "mse", "mse_delta", "discrimination_score_l1", "overlap_at_N", "de_direction_match")
-HIGHER_IS_BETTER = {"pearson_delta": True, "mse": False, "mse_delta": False, "discrimination_score_l1": False}
-HIGHER_IS_BETTER |= {"overlap_at_N": True, "de_direction_match": True}
 BASELINES = ("control", "train_mean", "additive")  # train_mean: mean training delta (a held-out double has no own mean)
 SWEEP_SPLIT_SEED = 1  # the validation draw the sweep is scored on; the folds use split seed 0
 SELECT_BY = "pearson_delta"
@@ -226,10 +225,14 @@ def across_folds(means: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
+def _arrow(metric: str) -> str:
+    return "↓" if metric in LOWER_IS_BETTER else "↑"
+
+
 def markdown(stats: pd.DataFrame, subset: str, order: list[str]) -> str:
     rows = stats[stats["subset"] == subset]
     metrics = [m for m in METRICS if m in set(rows["metric"])]
-    arrow = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in metrics}
+    arrow = {m: _arrow(m) for m in metrics}
     lines = ["| method | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for method in [m for m in order if m in set(rows["method"])]:
         cells = [rows[(rows["method"] == method) & (rows["metric"] == m)]["text"] for m in metrics]
@@ -250,7 +253,7 @@ def plot_folds(stats: pd.DataFrame, order: list[str], out: Path, note: str) -> N
             x = np.arange(len(methods)) + j * width
             ax.bar(x, rows.loc[methods, "mean"], width, yerr=rows.loc[methods, "std"].fillna(0), label=subset)
             ax.set_xticks(np.arange(len(methods)) + width * (len(subsets) - 1) / 2, methods, rotation=60, ha="right")
-        ax.set_title(f"{metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'}", fontsize=9)
+        ax.set_title(f"{metric} {_arrow(metric)}", fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"mean ± sd over folds — {note}", fontsize=9)
@@ -263,9 +266,10 @@ def plot_sweep(sweep: pd.DataFrame, out: Path, note: str) -> None:
     metrics = [m for m in METRICS if m in set(sweep["metric"])]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        rows = sweep[(sweep["metric"] == metric) & (sweep["subset"] == "all")]
-        ax.bar(rows["variant"], rows["value"], color="tab:blue")
-        ax.set_title(f"{metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'}", fontsize=9)
+        rows = sweep[(sweep["metric"] == metric) & (sweep["subset"] == "all")].set_index("variant")
+        names = [v.name for v in SWEEP if v.name in rows.index]
+        ax.bar(names, rows.loc[names, "value"], color="tab:blue")
+        ax.set_title(f"{metric} {_arrow(metric)}", fontsize=9)
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     fig.suptitle(f"cascade knobs on the validation draw — {note}", fontsize=9)
     fig.tight_layout()
@@ -378,7 +382,8 @@ def write_report(s: Settings, result: dict[str, Any], stats: pd.DataFrame, sweep
         table = sweep[sweep["subset"] == "all"].pivot(index="variant", columns="metric", values="value")
         table = table[[m for m in METRICS if m in table.columns]].loc[[v.name for v in SWEEP]]
         parts += [f"**sweep** (validation draw, split seed {SWEEP_SPLIT_SEED}; picked: `{result['picked']}`)", ""]
-        parts += ["| variant | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
+        heads = " | ".join(f"{c} {_arrow(c)}" for c in table.columns)
+        parts += [f"| variant | {heads} |", "|---" * (len(table.columns) + 1) + "|"]
         parts += [f"| {v} | " + " | ".join(f"{x:.3f}" for x in row) + " |" for v, row in table.iterrows()]
         plot_sweep(sweep, s.report / "sweep.png", note)
     parts += ["", "**why: stage-by-stage diagnostics on fold 0** (`bench/diagnose.py`)", ""]
@@ -417,7 +422,7 @@ def run(s: Settings) -> dict[str, Any]:
         "table": stats.drop(columns="text").to_dict(orient="records"),
         "sweep": sweep.to_dict(orient="records") if sweep is not None else [],
         "double_types": {t: sum(1 for v in types.values() if v == t) for t in sorted(set(types.values()))},
-        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "minutes_this_invocation": round((time.perf_counter() - started) / 60, 1),  # a rerun skips finished runs
         "diagnostics": diagnostics,
     }
     write_report(s, result, stats, sweep)
@@ -456,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse(argv)
     result = run(settings)
     print((settings.report / "tables.md").read_text())
-    print(f"quality study finished in {result['minutes']} min")
+    print(f"quality study finished in {result['minutes_this_invocation']} min")
 
 
 if __name__ == "__main__":

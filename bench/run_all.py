@@ -50,7 +50,7 @@ def _quality_lines() -> list[str]:
         return ["No quality study has been run yet: `make quality`."]
     study = json.loads(path.read_text())
     return [
-        f"The latest quality study ({study['date']}, {study['minutes']} min on {study['machine']}; "
+        f"The latest quality study ({study['date']}, on {study['machine']}; "
         f"{study['stand_in'] or 'real data and weights'}) is reported in [results.md](results.md); "
         "rerun it with `make quality`."
     ]
