@@ -4,8 +4,8 @@ With `latent == "scgpt"` the model reads a noisy latent z_t (added to the expres
 (added to the conditioning vector), and predicts both velocities. With `latent_target == "clean"` the latent
 head predicts the clean latent ẑ1 instead and the model returns the velocity (ẑ1 − z_t) / (1 − t): a network
 of width H then outputs the structured latent rather than D dimensions of noise (x-prediction, as in JiT).
-With `latent == "none"` it has no latent
-parameters at all and is the scDFM-equivalent ablation built from the same code.
+With `latent == "none"` it has no latent parameters at all and is the scDFM-equivalent ablation built from
+the same code.
 
 Shape legend: B cells, G genes, D scGPT width, H hidden width, P perturbation slots.
 """
