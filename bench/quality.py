@@ -6,13 +6,15 @@
 
 Per fold of the additive split (seeded draws of held-out doubles) it trains CCFM and the no-latent
 model with the same budget and seeds, generates the held-out doubles, and scores both with cell-eval
-against the control, perturbation-mean and additive baselines. Scores are averaged over perturbations
-within a fold, then reported as mean ± sd over folds — for all held-out doubles and, on simulated data,
-separately for the doubles with a planted non-additive interaction and the additive ones.
+against the control, training-mean (cell-eval's perturbation-mean) and additive baselines. Scores are
+averaged over perturbations within a fold, then reported as mean ± sd over folds — for all held-out
+doubles and, on simulated data, separately for the doubles with a planted non-additive interaction and
+the additive ones.
 
 A sweep of the cascade's knobs (latent-first probability, t_latent of expression samples, latent loss
-weight) runs first on a separate validation draw (split seed 1, not one of the reported folds); the best
-variant by mean pearson_delta there is the CCFM configuration the folds use.
+weight, velocity vs clean-latent prediction) runs first on a separate validation draw (split seed 1,
+not one of the reported folds); the best variant by mean pearson_delta there is the CCFM configuration
+the folds use.
 
 Every finished run keeps its folder under --work; rerunning the command skips what is done, so an
 interrupted study continues. The summary (JSON, markdown tables, plots) goes to --report.
@@ -163,7 +165,7 @@ def train_and_generate(
             latent_weight=variant.latent_weight,
             latent_target=variant.latent_target,  # type: ignore[arg-type]
             checkpoint_every=s.steps,
-            workers=0,  # batches are cheap cache reads; a loader process would compete for the cores
+            workers=2 if torch.cuda.is_available() and s.device != "cpu" else 0,  # on CPU a loader competes for cores
             device=s.device,
             overwrite=True,
             seed=s.seed,
@@ -173,10 +175,10 @@ def train_and_generate(
         GenerateConfig(
             run=out,
             steps=s.sampler_steps,
-            method=s.sampler,
+            method=s.sampler,  # type: ignore[arg-type]
             cells=s.cells,
             device=s.device,
-            seed=s.seed,  # type: ignore[arg-type]
+            seed=s.seed,
         )
     )
     return out
