@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -29,3 +31,9 @@ def refused(*args: object, match: str) -> str:
 def ok(*args: object) -> None:
     result = invoke(*args)
     assert result.exit_code == 0, result.output
+
+
+def torchrun_command(*args: object, nproc: int = 2) -> list[str]:
+    """argv of `ccfm ARGS` under torchrun with `nproc` local processes (gloo on CPU), for subprocess.run."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return [*launch, "--module", "ccfm", *(str(a) for a in args)]

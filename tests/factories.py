@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -89,3 +91,9 @@ def tiny_gears_adata(cells_per_condition: int = 6, seed: int = 0, genes: list[st
     )
     var = pd.DataFrame({"gene_name": genes}, index=[f"ENSG{i:011d}" for i in range(len(genes))])
     return ad.AnnData(X=sp.csr_matrix(x), obs=obs, var=var, layers={"counts": sp.csr_matrix(counts)})
+
+
+def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
+    """Write `adata` to `path` and return the path."""
+    adata.write_h5ad(path)
+    return path

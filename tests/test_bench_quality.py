@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.quality import across_folds, fold_means, per_perturbation
+from bench.quality_scores import across_folds, fold_means, per_perturbation
 
 
 def _metrics_csv(folder: Path, rows: list[tuple[str, str, str, float]]) -> Path:

@@ -11,50 +11,33 @@ import socket
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from clitools import ok, refused
-from factories import GENES, tiny_gears_adata
+from clitools import ok, refused, torchrun_command
+from factories import tiny_gears_adata, write_h5ad
 
 
 @pytest.fixture(scope="module")
 def env(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("errors")
     data, scgpt = tiny_workspace / "data.h5ad", tiny_workspace / "scgpt"
-    ok(
-        "extract",
-        data,
-        "--scgpt",
-        scgpt,
-        "--out",
-        root / "store.zarr",
-        "--genes",
-        "24",
-        "--norm-cells",
-        "64",
-        "--shard-cells",
-        "32",
-        "--device",
-        "cpu",
-    )
-    ok(
-        "extract",
-        data,
-        "--scgpt",
-        scgpt,
-        "--out",
-        root / "store20.zarr",
-        "--genes",
-        "20",
-        "--norm-cells",
-        "64",
-        "--shard-cells",
-        "32",
-        "--device",
-        "cpu",
-    )
+    for store, genes in (("store.zarr", "24"), ("store20.zarr", "20")):
+        ok(
+            "extract",
+            data,
+            "--scgpt",
+            scgpt,
+            "--out",
+            root / store,
+            "--genes",
+            genes,
+            "--norm-cells",
+            "64",
+            "--shard-cells",
+            "32",
+            "--device",
+            "cpu",
+        )
     for name, store in (("run", "store.zarr"), ("run20", "store20.zarr")):
         ok(
             "train",
@@ -87,81 +70,11 @@ def env(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     }
 
 
-def _write(adata: ad.AnnData, path: Path) -> Path:
-    adata.write_h5ad(path)
-    return path
-
-
-def _with_x(tmp_path: Path, value: float) -> Path:
-    adata = tiny_gears_adata()
-    x = adata.X.toarray()
-    x[2, 3] = value
-    adata.X = sp.csr_matrix(x)
-    return _write(adata, tmp_path / "bad.h5ad")
-
-
-# --- data ---------------------------------------------------------------------------------------------------
-
-
-def test_missing_perturbation_column(tmp_path: Path) -> None:
-    adata = tiny_gears_adata()
-    adata.obs = adata.obs.rename(columns={"condition": "guide_identity"})
-    path = _write(adata, tmp_path / "renamed.h5ad")
-    refused("inspect", path, match="no perturbation column found")
-    refused("inspect", path, "--pert-col", "perturbation", match="'perturbation' is not in obs")
-
-
-def test_control_label_absent(tmp_path: Path) -> None:
-    path = _write(tiny_gears_adata(), tmp_path / "d.h5ad")
-    refused("inspect", path, "--control", "NT", match="control label 'NT' not found")
-
-
-def test_condition_with_more_than_two_tokens(tmp_path: Path) -> None:
-    adata = tiny_gears_adata()
-    adata.obs["condition"] = ["G001+G002+G003"] + adata.obs["condition"].astype(str).tolist()[1:]
-    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="has 3 tokens")
-
-
-@pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN"), (np.inf, "infinite"), (-0.5, "negative values")])
-def test_nan_inf_negative_expression(tmp_path: Path, value: float, match: str) -> None:
-    refused("inspect", _with_x(tmp_path, value), match=match)
-
-
-def test_counts_expected_but_log_data_given(tmp_path: Path) -> None:
-    adata = tiny_gears_adata()
-    adata.layers["counts"] = adata.X.copy()  # log values where raw counts belong
-    refused("inspect", _write(adata, tmp_path / "d.h5ad"), "--counts-layer", "counts", match="not raw counts")
-
-
-def test_log_expected_but_other_values_given(tmp_path: Path) -> None:
-    adata = tiny_gears_adata()
-    adata.X = adata.X * 57.3  # scaled, neither integer counts nor log1p
-    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="neither raw counts nor log1p")
-
-
-def test_duplicated_gene_names(tmp_path: Path) -> None:
-    adata = tiny_gears_adata()
-    adata.var["gene_name"] = ["G000", "G000", *GENES[2:]]
-    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="duplicated gene names")
-
-
-def test_fewer_than_two_perturbations(tmp_path: Path) -> None:
-    adata = tiny_gears_adata()
-    adata.obs["condition"] = ["ctrl"] * (adata.n_obs - 6) + ["G001+ctrl"] * 6
-    refused("inspect", _write(adata, tmp_path / "d.h5ad"), match="needs at least 2")
-
-
-def test_data_file_missing_or_not_h5ad(tmp_path: Path) -> None:
-    refused("inspect", tmp_path / "absent.h5ad", match="does not exist")
-    (tmp_path / "text.h5ad").write_text("hello")
-    refused("inspect", tmp_path / "text.h5ad", match="cannot read")
-
-
 # --- scGPT checkpoint ----------------------------------------------------------------------------------------
 
 
 def test_panel_with_no_gene_in_the_vocab(env: dict, tmp_path: Path) -> None:
-    data = _write(tiny_gears_adata(), tmp_path / "g.h5ad")  # symbols G000..G039: not human genes
+    data = write_h5ad(tiny_gears_adata(), tmp_path / "g.h5ad")  # symbols G000..G039: not human genes
     refused(
         "extract",
         data,
@@ -295,7 +208,7 @@ def test_store_from_another_panel_or_settings(env: dict, tmp_path: Path) -> None
 
 
 def test_store_from_other_data(env: dict, tmp_path: Path) -> None:
-    other = _write(tiny_gears_adata(cells_per_condition=12, genes=json_genes(env), seed=9), tmp_path / "other.h5ad")
+    other = write_h5ad(tiny_gears_adata(cells_per_condition=12, genes=json_genes(env), seed=9), tmp_path / "other.h5ad")
     _train(env, tmp_path, match="with different expression", data=other)
 
 
@@ -495,28 +408,10 @@ def test_writer_lock_of_a_live_dead_and_foreign_holder(env: dict, tmp_path: Path
 def test_a_refusal_on_rank_0_stops_every_rank(env: dict) -> None:
     """Under torchrun a user's mistake met by rank 0 must end the job, not leave rank 1 waiting in a barrier."""
     import subprocess
-    import sys
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--module",
-        "ccfm",
-        "extract",
-        str(env["data"]),
-        "--scgpt",
-        str(env["scgpt"]),
-        "--out",
-        str(env["store"]),
-        "--genes",
-        "24",
-        "--device",
-        "cpu",
-    ]
+    cmd = torchrun_command(
+        "extract", env["data"], "--scgpt", env["scgpt"], "--out", env["store"], "--genes", "24", "--device", "cpu"
+    )
     result = subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )

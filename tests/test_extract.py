@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import torchrun_command
 from factories import REAL_GENES, tiny_gears_adata
 from typer.testing import CliRunner
 
@@ -183,16 +184,7 @@ def test_two_ranks_take_disjoint_shards(workdir: Path, tmp_path: Path) -> None:
         else workdir / "reference_4.zarr"
     )
     out = tmp_path / "ranks.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--module",
-        *_extract_cmd(workdir, out)[2:],
-    ]
+    cmd = torchrun_command(*_extract_cmd(workdir, out)[3:])
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1: 15 shards" in result.stderr and "rank 0: 15 shards" in result.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clitools import torchrun_command
 
 from ccfm.config import ExtractConfig, TrainConfig
 from ccfm.errors import CCFMError
@@ -147,16 +148,7 @@ def _train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_two_gloo_ranks_train_with_ddp(setup_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--module",
-        *_train_cmd(setup_dir, out)[2:],
-    ]
+    cmd = torchrun_command(*_train_cmd(setup_dir, out)[3:])
     cmd[cmd.index("--steps") + 1] = "6"
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
