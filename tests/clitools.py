@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from click.testing import Result
 from typer.testing import CliRunner
@@ -37,3 +38,23 @@ def torchrun_command(*args: object, nproc: int = 2) -> list[str]:
     """argv of `ccfm ARGS` under torchrun with `nproc` local processes (gloo on CPU), for subprocess.run."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     return [*launch, "--module", "ccfm", *(str(a) for a in args)]
+
+
+def ccfm_command(*args: object) -> list[str]:
+    """argv of `python -m ccfm ARGS`, for subprocess.run."""
+    return [sys.executable, "-m", "ccfm", *(str(a) for a in args)]
+
+
+def tiny_extract_args(data: Path, scgpt: Path, out: Path, shard_cells: int) -> list[object]:
+    """`extract` on a tiny workspace: 24 genes, one cell per scGPT batch, small shards, CPU."""
+    return ["extract", data, "--scgpt", scgpt, "--out", out, "--genes", "24", "--batch-size", "1"] + [
+        "--norm-cells", "64", "--shard-cells", shard_cells, "--device", "cpu"
+    ]  # fmt: skip
+
+
+def tiny_train_args(data: Path, cache: Path, out: Path, steps: int, checkpoint_every: int) -> list[object]:
+    """`train` on a tiny workspace: the tiny preset, batch 8, one loader process, CPU, split seed 1."""
+    return ["train", data, "--cache", cache, "--out", out, "--preset", "tiny", "--steps", steps] + [
+        "--batch-size", "8", "--checkpoint-every", checkpoint_every, "--workers", "1", "--device", "cpu",
+        "--lr", "0.001", "--split-seed", "1",
+    ]  # fmt: skip

@@ -15,13 +15,13 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from clitools import ccfm_command, tiny_extract_args, tiny_train_args
 
 from ccfm.config import ExtractConfig, TrainConfig
 from ccfm.latent.store import LatentStore
@@ -81,28 +81,7 @@ def _extract_cfg(ws: Path, out: Path, **kw: object) -> ExtractConfig:
 
 
 def _extract_cmd(ws: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ccfm",
-        "extract",
-        str(ws / "data.h5ad"),
-        "--scgpt",
-        str(ws / "scgpt"),
-        "--out",
-        str(out),
-        "--genes",
-        "24",
-        "--batch-size",
-        "1",
-        "--norm-cells",
-        "64",
-        "--shard-cells",
-        str(SHARD_CELLS),
-        "--device",
-        "cpu",
-        *extra,
-    ]
+    return ccfm_command(*tiny_extract_args(ws / "data.h5ad", ws / "scgpt", out, SHARD_CELLS), *extra)
 
 
 def _markers(store: Path) -> int:
@@ -216,34 +195,8 @@ def _train_cfg(root: Path, ws: Path, out: Path, **kw: object) -> TrainConfig:
 
 
 def _train_cmd(root: Path, ws: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ccfm",
-        "train",
-        str(ws / "data.h5ad"),
-        "--cache",
-        str(root / "store.zarr"),
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
-        "--steps",
-        str(STEPS),
-        "--batch-size",
-        "8",
-        "--checkpoint-every",
-        str(CHECKPOINT_EVERY),
-        "--workers",
-        "1",
-        "--device",
-        "cpu",
-        "--lr",
-        "0.001",
-        "--split-seed",
-        "1",
-        *extra,
-    ]
+    args = tiny_train_args(ws / "data.h5ad", root / "store.zarr", out, STEPS, CHECKPOINT_EVERY)
+    return ccfm_command(*args, *extra)
 
 
 def _last_step(run: Path) -> int:

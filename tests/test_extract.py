@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import torchrun_command
+from clitools import tiny_extract_args, torchrun_command
 from factories import REAL_GENES, tiny_gears_adata
 from typer.testing import CliRunner
 
@@ -151,29 +150,8 @@ def test_a_live_writer_lock_is_respected(workdir: Path) -> None:
     assert not (workdir / "locked.zarr").exists()
 
 
-def _extract_cmd(workdir: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ccfm",
-        "extract",
-        str(workdir / "data.h5ad"),
-        "--scgpt",
-        str(workdir / "scgpt"),
-        "--out",
-        str(out),
-        "--genes",
-        "24",
-        "--batch-size",
-        "1",
-        "--norm-cells",
-        "64",
-        "--shard-cells",
-        "4",
-        "--device",
-        "cpu",
-        *extra,
-    ]
+def _extract_args(workdir: Path, out: Path) -> list[object]:
+    return tiny_extract_args(workdir / "data.h5ad", workdir / "scgpt", out, 4)
 
 
 @pytest.mark.slow
@@ -184,7 +162,7 @@ def test_two_ranks_take_disjoint_shards(workdir: Path, tmp_path: Path) -> None:
         else workdir / "reference_4.zarr"
     )
     out = tmp_path / "ranks.zarr"
-    cmd = torchrun_command(*_extract_cmd(workdir, out)[3:])
+    cmd = torchrun_command(*_extract_args(workdir, out))
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1: 15 shards" in result.stderr and "rank 0: 15 shards" in result.stderr

@@ -6,13 +6,12 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from clitools import torchrun_command
+from clitools import tiny_train_args, torchrun_command
 
 from ccfm.config import ExtractConfig, TrainConfig
 from ccfm.errors import CCFMError
@@ -114,41 +113,14 @@ def test_resume_refuses_another_cache_and_an_existing_folder(setup_dir: Path, tm
         train.run(_cfg(setup_dir, run, steps=8))
 
 
-def _train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ccfm",
-        "train",
-        str(root / "data.h5ad"),
-        "--cache",
-        str(root / "train_store.zarr"),
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
-        "--steps",
-        "40",
-        "--batch-size",
-        "8",
-        "--checkpoint-every",
-        "5",
-        "--workers",
-        "1",
-        "--device",
-        "cpu",
-        "--lr",
-        "0.001",
-        "--split-seed",
-        "1",
-        *extra,
-    ]
+def _train_args(root: Path, out: Path) -> list[object]:
+    return tiny_train_args(root / "data.h5ad", root / "train_store.zarr", out, 40, 5)
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_train_with_ddp(setup_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = torchrun_command(*_train_cmd(setup_dir, out)[3:])
+    cmd = torchrun_command(*_train_args(setup_dir, out))
     cmd[cmd.index("--steps") + 1] = "6"
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
