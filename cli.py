@@ -22,7 +22,7 @@ from ccfm.config import (
     ToyScgptConfig,
     TrainConfig,
 )
-from ccfm.errors import CCFMError
+from ccfm.errors import CCFMError, Interrupted
 
 app = typer.Typer(
     name="ccfm",
@@ -39,10 +39,17 @@ CountsLayer = Annotated[str | None, typer.Option("--counts-layer", help="Layer w
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
 
-def _call(stage: Callable[..., Any], *args: Any) -> Any:
-    """Run a stage; a CCFMError becomes one line on stderr and exit code 1."""
+def _call(work: Callable[[], Any]) -> Any:
+    """Build a stage's config and run it; a CCFMError becomes one line on stderr and exit code 1
+    (130 when the user pressed Ctrl-C)."""
     try:
-        return stage(*args)
+        return work()
+    except Interrupted as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted before the output was complete; nothing was written", err=True)
+        raise typer.Exit(code=130) from None
     except CCFMError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
@@ -79,13 +86,12 @@ def simulate(
     from pipeline import inspect
     from pipeline import simulate as stage
 
-    if kind not in ("norman", "combosciplex"):
-        _call(_raise, f"unknown data set {kind!r}; choose norman or combosciplex")
-    if not 0 < scale <= 1:
-        _call(_raise, f"--scale must be in (0, 1], got {scale}")
-    cfg = SimulateConfig(kind=kind, out=out, scale=scale, seed=seed, min_cells=min_cells, overwrite=overwrite)
-    path = _call(stage.run, cfg)
-    typer.echo(_call(inspect.describe, path, SchemaOverrides()))
+    path = _call(
+        lambda: stage.run(
+            SimulateConfig(kind=kind, out=out, scale=scale, seed=seed, min_cells=min_cells, overwrite=overwrite)
+        )
+    )
+    typer.echo(_call(lambda: inspect.describe(path, SchemaOverrides())))
 
 
 @app.command("toy-scgpt")
@@ -101,16 +107,19 @@ def toy_scgpt(
     """Write a randomly initialized scGPT checkpoint in the released whole-human layout (a stand-in)."""
     from pipeline import toy_scgpt as stage
 
-    cfg = ToyScgptConfig(
-        out=out,
-        d_model=d_model,
-        layers=layers,
-        heads=heads,
-        genes_from=genes_from,
-        seed=seed,
-        overwrite=overwrite,
+    path = _call(
+        lambda: stage.run(
+            ToyScgptConfig(
+                out=out,
+                d_model=d_model,
+                layers=layers,
+                heads=heads,
+                genes_from=genes_from,
+                seed=seed,
+                overwrite=overwrite,
+            )
+        )
     )
-    path = _call(stage.run, cfg)
     typer.echo(f"toy scGPT checkpoint (random weights, a STAND-IN) written to {path}")
 
 
@@ -144,16 +153,17 @@ def fetch_scgpt(
     """
     from pipeline import fetch_scgpt as stage
 
-    if timeout <= 0:
-        _call(_raise, f"--timeout must be positive, got {timeout}")
-    cfg = FetchScgptConfig(
-        out=out,
-        sources=tuple(source or ()),
-        sha256=tuple(sha256 or ()),
-        timeout=timeout,
-        overwrite=overwrite,
+    path = _call(
+        lambda: stage.run(
+            FetchScgptConfig(
+                out=out,
+                sources=tuple(source or ()),
+                sha256=tuple(sha256 or ()),
+                timeout=timeout,
+                overwrite=overwrite,
+            )
+        )
     )
-    path = _call(stage.run, cfg)
     typer.echo(f"scGPT checkpoint downloaded and validated in {path}; use it with `ccfm extract DATA --scgpt {path}`")
 
 
@@ -169,7 +179,7 @@ def inspect(
     from pipeline import inspect as stage
 
     overrides = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
-    typer.echo(_call(stage.describe, data, overrides))
+    typer.echo(_call(lambda: stage.describe(data, overrides)))
 
 
 @app.command()
@@ -179,7 +189,7 @@ def demo(
     """Run the whole pipeline on the embedded default (simulated Norman-shaped data, toy scGPT)."""
     from pipeline import demo as stage
 
-    _call(stage.run, out)
+    _call(lambda: stage.run(out))
 
 
 @app.command()
@@ -205,32 +215,28 @@ def extract(
     """Run the frozen scGPT over every cell and write normalized per-gene features to a latent store."""
     from pipeline import extract as stage
 
-    if panel_cells not in ("all", "controls"):
-        _call(_raise, f"--panel-cells must be 'all' or 'controls', got {panel_cells!r}")
-    for name, value in (
-        ("--batch-size", batch_size),
-        ("--norm-cells", norm_cells),
-        ("--shard-cells", shard_cells),
-    ):
-        if value < 1:
-            _call(_raise, f"{name} must be at least 1, got {value}")
-    cfg = ExtractConfig(
-        data=data,
-        scgpt=scgpt,
-        out=out,
-        schema=SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer),
-        n_genes=genes,
-        panel_cells=panel_cells,
-        batch_size=batch_size,
-        device=device,
-        resume=resume,
-        overwrite=overwrite,
-        break_lock=break_lock,
-        norm_cells=norm_cells,
-        shard_cells=shard_cells,
-        seed=seed,
+    path = _call(
+        lambda: stage.run(
+            ExtractConfig(
+                data=data,
+                scgpt=scgpt,
+                out=out,
+                schema=SchemaOverrides(
+                    pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
+                ),
+                n_genes=genes,
+                panel_cells=panel_cells,
+                batch_size=batch_size,
+                device=device,
+                resume=resume,
+                overwrite=overwrite,
+                break_lock=break_lock,
+                norm_cells=norm_cells,
+                shard_cells=shard_cells,
+                seed=seed,
+            )
+        )
     )
-    path = _call(stage.run, cfg)
     typer.echo(f"latent store written to {path}")
 
 
@@ -240,7 +246,9 @@ def train(
     cache: Annotated[Path, typer.Option("--cache", help="Latent store from `ccfm extract`.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder.")],
     split: Annotated[str, typer.Option(help="additive, holdout, unseen-single, combosciplex or file.")] = "additive",
-    fold: Annotated[int, typer.Option(help="Fold of the split.")] = 0,
+    fold: Annotated[
+        int, typer.Option(help="Fold 0-9: the i-th seeded draw of the held-out set (fixed splits: 0 only).")
+    ] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
     split_file: Annotated[Path | None, typer.Option(help="Test conditions, one per line (--split file).")] = None,
     preset: Annotated[str, typer.Option(help="Model preset: tiny or base.")] = "base",
@@ -271,35 +279,38 @@ def train(
     """Train the cascaded flow model, streaming cached latents alongside expression."""
     from pipeline import train as stage
 
-    if latent not in ("scgpt", "none"):
-        _call(_raise, f"--latent must be scgpt or none, got {latent!r}")
-    cfg = TrainConfig(
-        data=data,
-        cache=cache,
-        out=out,
-        scgpt=scgpt,
-        schema=SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer),
-        split=split,
-        fold=fold,
-        split_seed=split_seed,
-        split_file=split_file,
-        preset=preset,
-        latent=latent,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        latent_first_prob=latent_first_prob,
-        t_latent_for_expr=t_latent_for_expr,  # type: ignore[arg-type]  # checked by the time sampler
-        latent_weight=latent_weight,
-        latent_target=latent_target,  # type: ignore[arg-type]  # checked by the model
-        checkpoint_every=checkpoint_every,
-        workers=workers,
-        device=device,
-        resume=resume,
-        overwrite=overwrite,
-        seed=seed,
+    path = _call(
+        lambda: stage.run(
+            TrainConfig(
+                data=data,
+                cache=cache,
+                out=out,
+                scgpt=scgpt,
+                schema=SchemaOverrides(
+                    pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
+                ),
+                split=split,
+                fold=fold,
+                split_seed=split_seed,
+                split_file=split_file,
+                preset=preset,
+                latent=latent,
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                latent_first_prob=latent_first_prob,
+                t_latent_for_expr=t_latent_for_expr,  # type: ignore[arg-type]  # checked by the time sampler
+                latent_weight=latent_weight,
+                latent_target=latent_target,  # type: ignore[arg-type]  # checked by the model
+                checkpoint_every=checkpoint_every,
+                workers=workers,
+                device=device,
+                resume=resume,
+                overwrite=overwrite,
+                seed=seed,
+            )
+        )
     )
-    path = _call(stage.run, cfg)
     typer.echo(f"run written to {path} (checkpoints/, loss.csv, loss.png, split.json, run.json)")
 
 
@@ -322,24 +333,25 @@ def generate(
     """Sample predicted cells in two stages (latent, then expression) into a cell-eval-ready h5ad."""
     from pipeline import generate as stage
 
-    if method not in ("rk4", "euler"):
-        _call(_raise, f"--method must be rk4 or euler, got {method!r}")
-    cfg = GenerateConfig(
-        run=run,
-        checkpoint=checkpoint,
-        perturbations=perturbations,
-        cells=cells,
-        steps=steps,
-        method=method,
-        guidance_expr=guidance_expr,
-        guidance_latent=guidance_latent,
-        batch_size=batch_size,
-        out=out,
-        device=device,
-        seed=seed,
-        overwrite=overwrite,
+    path = _call(
+        lambda: stage.run(
+            GenerateConfig(
+                run=run,
+                checkpoint=checkpoint,
+                perturbations=perturbations,
+                cells=cells,
+                steps=steps,
+                method=method,
+                guidance_expr=guidance_expr,
+                guidance_latent=guidance_latent,
+                batch_size=batch_size,
+                out=out,
+                device=device,
+                seed=seed,
+                overwrite=overwrite,
+            )
+        )
     )
-    path = _call(stage.run, cfg)
     typer.echo(f"predictions written to {path}")
 
 
@@ -363,23 +375,22 @@ def evaluate(
     """Score predictions with cell-eval against the held-out cells, beside built-in baselines and other runs."""
     from pipeline import evaluate as stage
 
-    cfg = EvaluateConfig(
-        run=run,
-        predictions=predictions,
-        profile=profile,
-        baseline_runs=tuple(baseline_run or ()),
-        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-        out=out,
-        seed=seed,
-        num_threads=threads,
-        overwrite=overwrite,
+    path = _call(
+        lambda: stage.run(
+            EvaluateConfig(
+                run=run,
+                predictions=predictions,
+                profile=profile,
+                baseline_runs=tuple(baseline_run or ()),
+                baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+                out=out,
+                seed=seed,
+                num_threads=threads,
+                overwrite=overwrite,
+            )
+        )
     )
-    path = _call(stage.run, cfg)
     typer.echo(f"evaluation written to {path} (report.md, summary.csv, metrics.csv, metrics.png, pca.png)")
-
-
-def _raise(message: str) -> None:
-    raise CCFMError(message)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from ccfm.data.splits import MAX_FOLDS, SPLIT_KINDS
+from ccfm.errors import CCFMError
+
+MAX_SEED = 2**32 - 1  # numpy and torch generators take seeds in [0, 2**32)
+
+
+def _need(ok: bool, option: str, rule: str, value: Any) -> None:
+    """Refuse an option value outside its range: one line naming the option, the rule and what arrived."""
+    if not ok:
+        raise CCFMError(f"{option} must be {rule}, got {value!r}")
+
+
+def _int_in(value: int, option: str, low: int, high: int | None = None) -> None:
+    rule = f"an integer in [{low}, {high}]" if high is not None else f"an integer ≥ {low}"
+    ok = isinstance(value, int) and value >= low and (high is None or value <= high)
+    _need(ok, option, rule, value)
+
+
+def _real_in(value: float, option: str, low: float, high: float | None = None, *, open_low: bool = False) -> None:
+    bracket = "(" if open_low else "["
+    rule = f"a number in {bracket}{low}, {high}]" if high is not None else f"a number {'>' if open_low else '≥'} {low}"
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and (high is None or value <= high)
+    _need(ok, option, rule, value)
+
+
+def _one_of(value: str, option: str, choices: tuple[str, ...]) -> None:
+    _need(value in choices, option, f"one of {', '.join(choices)}", value)
 
 
 def to_json_dict(cfg: Any) -> dict[str, Any]:
@@ -44,6 +74,12 @@ class SimulateConfig:
     min_cells: int = 5  # floor on cells per condition after scaling
     overwrite: bool = False  # replace an existing output file
 
+    def __post_init__(self) -> None:
+        _one_of(self.kind, "the data set", ("norman", "combosciplex"))
+        _real_in(self.scale, "--scale", 0, 1, open_low=True)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
+        _int_in(self.min_cells, "--min-cells", 2, 10_000)
+
 
 @dataclass(frozen=True)
 class ToyScgptConfig:
@@ -56,6 +92,13 @@ class ToyScgptConfig:
     genes_from: Path | None = None  # h5ad whose gene symbols must be in the vocab (else the whole census vocab)
     seed: int = 0  # seeds the random weights
     overwrite: bool = False  # replace an existing folder
+
+    def __post_init__(self) -> None:
+        _int_in(self.d_model, "--d-model", 1, 4096)
+        _int_in(self.layers, "--layers", 1, 48)
+        _int_in(self.heads, "--heads", 1, 64)
+        _need(self.d_model % self.heads == 0, "--d-model", f"a multiple of --heads {self.heads}", self.d_model)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -77,6 +120,15 @@ class ExtractConfig:
     target_std: float = 1.0  # std of normalized features on covered positions
     shard_cells: int = 256  # cells per zarr shard (the unit of writing and resuming)
     seed: int = 0  # seeds binning tie-breaks and the normalization sample
+
+    def __post_init__(self) -> None:
+        _int_in(self.n_genes, "--genes", 2)  # at most the data's genes: checked when the panel is chosen
+        _one_of(self.panel_cells, "--panel-cells", ("all", "controls"))
+        _int_in(self.batch_size, "--batch-size", 1, 65_536)
+        _int_in(self.norm_cells, "--norm-cells", 1)
+        _real_in(self.target_std, "target_std", 0, open_low=True)
+        _int_in(self.shard_cells, "--shard-cells", 1, 65_536)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """Settings that change the stored bytes (batch size and device only move fp16 rounding)."""
@@ -150,8 +202,36 @@ class TrainConfig:
     workers: int = 2  # data-loading processes
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     resume: bool = False  # continue from the run folder's last checkpoint
-    overwrite: bool = False  # delete an existing run folder first
+    overwrite: bool = False  # replace an existing run folder (staged beside it, swapped in at the end)
     seed: int = 0  # seeds batches, noise, times and initialization
+
+    def __post_init__(self) -> None:
+        _one_of(self.split, "--split", SPLIT_KINDS)
+        fixed = self.split in ("combosciplex", "file")
+        _int_in(self.fold, "--fold", 0, 0 if fixed else MAX_FOLDS - 1)  # fixed splits have one fold
+        _int_in(self.split_seed, "--split-seed", 0, MAX_SEED)
+        _real_in(self.test_fraction, "test_fraction", 0, 0.95, open_low=True)
+        _one_of(self.preset, "--preset", tuple(MODEL_PRESETS))
+        _one_of(self.latent, "--latent", ("scgpt", "none"))
+        _int_in(self.steps, "--steps", 1)
+        _int_in(self.batch_size, "--batch-size", 2)  # at most the cells of the data: checked on loading
+        _real_in(self.lr, "--lr", 0, 1, open_low=True)
+        _real_in(self.lr_min, "lr_min", 0, self.lr)
+        _int_in(self.warmup_steps, "warmup_steps", 0)
+        _real_in(self.grad_clip, "grad_clip", 0, open_low=True)
+        _real_in(self.ema_decay, "ema_decay", 0, 0.999_999)
+        _real_in(self.latent_first_prob, "--latent-first-prob", 0, 1)
+        _one_of(self.t_latent_for_expr, "--t-latent-for-expr", ("clean", "late"))
+        _one_of(self.t_dist, "t_dist", ("uniform", "logit_normal"))
+        _real_in(self.latent_weight, "--latent-weight", 0)
+        _one_of(self.latent_target, "--latent-target", ("clean", "velocity"))
+        _real_in(self.mmd_weight, "mmd_weight", 0)
+        _real_in(self.cfg_dropout, "cfg_dropout", 0, 0.99)
+        if self.gene_subset is not None:
+            _int_in(self.gene_subset, "gene_subset", 1)
+        _int_in(self.checkpoint_every, "--checkpoint-every", 1)
+        _int_in(self.workers, "--workers", 0, 64)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -172,6 +252,17 @@ class GenerateConfig:
     seed: int = 0  # seeds control-cell draws and noise
     overwrite: bool = False  # replace an existing predictions file
 
+    def __post_init__(self) -> None:
+        matched = self.cells == "matched"
+        _need(matched or (self.cells.isdigit() and 1 <= int(self.cells) <= 1_000_000), "--cells",
+              "'matched' or a number of cells in [1, 1000000]", self.cells)  # fmt: skip
+        _int_in(self.steps, "--steps", 1, 10_000)
+        _one_of(self.method, "--method", ("rk4", "euler"))
+        _real_in(self.guidance_expr, "--guidance-expr", 0, 20)
+        _real_in(self.guidance_latent, "--guidance-latent", 0, 20)
+        _int_in(self.batch_size, "--batch-size", 1, 65_536)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -187,6 +278,11 @@ class EvaluateConfig:
     num_threads: int = 1  # threads for cell-eval's differential expression (pdex)
     overwrite: bool = False  # replace an existing report folder
 
+    def __post_init__(self) -> None:
+        _one_of(self.profile, "--profile", ("full", "minimal", "vcc"))
+        _int_in(self.num_threads, "--threads", 1, 256)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
+
 
 @dataclass(frozen=True)
 class FetchScgptConfig:
@@ -198,3 +294,6 @@ class FetchScgptConfig:
     timeout: float = 60.0  # seconds a connection or a read may stall before it counts as failed
     drive_url: str = "https://drive.usercontent.google.com/download"  # Google Drive's download endpoint
     overwrite: bool = False  # replace an existing checkpoint folder
+
+    def __post_init__(self) -> None:
+        _real_in(self.timeout, "--timeout", 0, 3600, open_low=True)

@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from ccfm.data.panel import panel_columns
 from ccfm.data.splits import Split
 from ccfm.errors import CCFMError
 from ccfm.eval.baselines import BASELINE_DESCRIPTIONS, BASELINE_KINDS, TrainingEffects, baseline_predictions
-from ccfm.eval.celleval import PROFILES, cell_eval_version, evaluate_method
+from ccfm.eval.celleval import cell_eval_version, evaluate_method
 from ccfm.eval.plots import plot_metrics, plot_pca
 from ccfm.eval.predictions import (
     CONTROL_LABEL,
@@ -43,6 +40,7 @@ from ccfm.eval.predictions import (
     real_anndata,
 )
 from ccfm.eval.report import MethodSummary, ReportHeader, markdown_table, write_report
+from pipeline.outputs import REPORT, OutputPlan, plan_output
 from pipeline.run_folder import RunInfo, load_real_data, read_run
 
 log = logging.getLogger(__name__)
@@ -220,28 +218,16 @@ def score_methods(
     return summaries
 
 
-def _prepare_out(cfg: EvaluateConfig, run: RunInfo) -> tuple[Path, Path]:
+def _plan_out(cfg: EvaluateConfig, run: RunInfo, predictions: Path) -> OutputPlan:
     out = Path(cfg.out) if cfg.out is not None else run.folder / "eval"
-    if out.exists() and not cfg.overwrite:
-        raise CCFMError(f"report folder {out} already exists; pass --overwrite to replace it, or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out, out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    inputs = (run.folder, predictions, Path(run.train_config["data"]), *cfg.baseline_runs)
+    return plan_output(out, REPORT, overwrite=cfg.overwrite, inputs=inputs, staged=True)
 
 
 def _check_config(cfg: EvaluateConfig) -> None:
-    if cfg.profile not in PROFILES:
-        raise CCFMError(f"unknown --profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}")
     unknown = [b for b in cfg.baselines if b not in BASELINE_KINDS]
     if unknown:
         raise CCFMError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINE_KINDS)}")
-    if cfg.num_threads < 1:
-        raise CCFMError(f"--threads must be at least 1, got {cfg.num_threads}")
 
 
 def _header(
@@ -267,8 +253,8 @@ def run(cfg: EvaluateConfig) -> Path:
     """Score the run's predictions, other runs and built-in baselines; write the report folder; return it."""
     _check_config(cfg)
     run_info = read_run(cfg.run)
-    out, tmp = _prepare_out(cfg, run_info)
     pred_path = Path(cfg.predictions) if cfg.predictions is not None else run_info.folder / "predictions.h5ad"
+    output = _plan_out(cfg, run_info, pred_path)
     pred = read_predictions(pred_path, run_info)
     notes: list[str] = []
     perts = evaluated_perturbations(pred, run_info.split, notes)
@@ -284,16 +270,17 @@ def run(cfg: EvaluateConfig) -> Path:
         cfg.profile,
         ", ".join(m.name for m in methods),
     )
+    tmp = output.work
+    output.begin()
     try:
-        tmp.mkdir()
         summaries = score_methods(methods, real, tmp, cfg, perts)
         table = write_report(tmp, header, summaries)
         plot_metrics(table, tmp / "metrics.png", header.stand_in_note)
         shown = {m.name: m.cells for m in methods if m.cells is not None}
         plot_pca(real, shown, tmp / "pca.png", np.random.default_rng(cfg.seed), header.stand_in_note)
         (tmp / "evaluate_config.json").write_text(json.dumps(to_json_dict(cfg), indent=2))
-        _publish(tmp, out)
+        out = output.publish()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        output.discard()
     log.info("evaluation of %s\n%s", run_info.folder, markdown_table(table))
     return out

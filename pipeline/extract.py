@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ccfm.config import ExtractConfig, to_json_dict
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import choose_panel
-from ccfm.errors import CCFMError
+from ccfm.errors import CCFMError, Interrupted
 from ccfm.latent.extractor import FeatureExtractor
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.scgpt_checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
@@ -31,6 +31,7 @@ from ccfm.latent.source import normalized_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from pipeline.lock import WriterLock
+from pipeline.outputs import STORE, OutputPlan, plan_output
 from pipeline.runtime import (
     DistContext,
     close_distributed,
@@ -99,6 +100,7 @@ def _create_store(
     scgpt: ScgptModel,
     data: PerturbationData,
     cfg: ExtractConfig,
+    target: Path,
 ) -> LatentStore:
     stats = _freeze_stats(plan, extractor, cfg)
     attrs = {
@@ -110,41 +112,30 @@ def _create_store(
         "stand_in": {"data": data.stand_in, "scgpt": bool(scgpt.args.get("stand_in", False))},
         "source": {"data": str(cfg.data), "scgpt": str(cfg.scgpt)},
     }
-    staging = cfg.out.with_name(cfg.out.name + ".creating")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".creating")
     shutil.rmtree(staging, ignore_errors=True)
     LatentStore.create(staging, plan.layout, attrs)
-    staging.rename(cfg.out)
-    return LatentStore.open(cfg.out, mode="r+")
+    if target.exists():  # an empty folder, or a fresh staging folder holding only its mark (plan_output)
+        shutil.rmtree(target)
+    staging.rename(target)
+    return LatentStore.open(target, mode="r+")
 
 
-def _open_for_resume(plan: ExtractionPlan, cfg: ExtractConfig, repair: bool) -> LatentStore:
+def _open_for_resume(plan: ExtractionPlan, target: Path, repair: bool) -> LatentStore:
     """Open an existing store after checking it is this run's; with `repair`, redo shards changed on disk."""
-    store = LatentStore.open(cfg.out, mode="r+")
+    store = LatentStore.open(target, mode="r+")
     stored = StoreFingerprint(**store.attrs["fingerprint"])
     differ = stored.differences(plan.fingerprint)
     if differ:
         raise CCFMError(
-            f"cannot resume {cfg.out}: its {', '.join(differ)} differ from this run's; resume with the same "
+            f"cannot resume {target}: its {', '.join(differ)} differ from this run's; resume with the same "
             "data, checkpoint and settings, or pass --overwrite to start over"
         )
     for shard in store.damaged_shards(deep=True) if repair else ():
-        log.warning("shard %d of %s changed on disk since it was written; extracting it again", shard, cfg.out)
+        log.warning("shard %d of %s changed on disk since it was written; extracting it again", shard, target)
         store.forget_shard(shard)
     return store
-
-
-def _prepare_output(cfg: ExtractConfig) -> bool:
-    """True when an existing store is to be resumed."""
-    if not cfg.out.exists():
-        if not cfg.out.parent.exists():
-            cfg.out.parent.mkdir(parents=True)
-        return False
-    if cfg.resume:
-        return True
-    if not cfg.overwrite:
-        raise CCFMError(f"{cfg.out} already exists; pass --resume to finish it or --overwrite to replace it")
-    shutil.rmtree(cfg.out)
-    return False
 
 
 def _extract_shards(
@@ -192,13 +183,14 @@ def _lock_and_open(
     scgpt: ScgptModel,
     data: PerturbationData,
     cfg: ExtractConfig,
+    target: Path,
 ) -> LatentStore:
     """Rank 0: take the writer lock, then create the store or open it for resuming (lock released on failure)."""
     lock.__enter__()
     try:
-        if _prepare_output(cfg):
-            return _open_for_resume(plan, cfg, repair=True)
-        return _create_store(plan, extractor, scgpt, data, cfg)
+        if cfg.resume and (target / "zarr.json").exists():
+            return _open_for_resume(plan, target, repair=True)
+        return _create_store(plan, extractor, scgpt, data, cfg, target)
     except BaseException:
         lock.__exit__(None, None, None)
         raise
@@ -207,40 +199,63 @@ def _lock_and_open(
 def run(cfg: ExtractConfig) -> Path:
     ctx = init_distributed(cfg.device)
     try:
-        device = resolve_device(cfg.device, ctx.local_rank)
-        share_cpu_cores(device)
-        data = load_dataset(cfg.data, cfg.schema)
-        scgpt = load_scgpt(cfg.scgpt, device)
-        autocast = torch.bfloat16 if device.type == "cuda" else None
-        plan = plan_extraction(data, scgpt, cfg)
-        extractor = FeatureExtractor(scgpt, plan.layout.vocab_ids, seed=cfg.seed, autocast=autocast)
-        log.info(
-            "panel: %d genes, %.1f%% in the scGPT vocabulary; %d cells, device %s",
-            len(plan.layout.genes),
-            100 * plan.coverage,
-            plan.expression.shape[0],
-            device,
-        )
-        lock = WriterLock(cfg.out, cfg.break_lock)
-        store = ctx.main_first(lambda: _lock_and_open(lock, plan, extractor, scgpt, data, cfg))
+        output = plan_output(
+            cfg.out, STORE, overwrite=cfg.overwrite, inputs=(cfg.data, cfg.scgpt), resume=cfg.resume,
+            hint="--resume to finish it",
+        )  # fmt: skip
+        ctx.barrier()  # every rank has looked at OUT before rank 0 writes there
+        ctx.main_first(output.begin)
         try:
-            if not ctx.is_main:
-                store = _open_for_resume(plan, cfg, repair=False)
-            started = time.perf_counter()
-            _extract_shards(store, plan, extractor, cfg, ctx)
-            ctx.barrier()
-            if ctx.is_main:
-                moments = _finalize(store)
-                log.info(
-                    "store complete: %s (%d cells, %.1f s; running std mean %.3f)",
-                    cfg.out,
-                    store.n_cells,
-                    time.perf_counter() - started,
-                    float(moments.std.mean()),
-                )
-        finally:
-            if ctx.is_main:
-                lock.__exit__(None, None, None)
+            _extract(cfg, output.work, ctx)
+        except KeyboardInterrupt:
+            raise _interrupted(output) from None
+        if ctx.is_main:
+            output.publish()
     finally:
         close_distributed(ctx)
     return cfg.out
+
+
+def _interrupted(output: OutputPlan) -> Interrupted:
+    if output.replacing:
+        return Interrupted(
+            f"interrupted; the earlier store {output.out} is untouched (the next --overwrite starts over)"
+        )
+    return Interrupted("interrupted; finish the store with the same command plus --resume (finished shards are kept)")
+
+
+def _extract(cfg: ExtractConfig, target: Path, ctx: DistContext) -> None:
+    device = resolve_device(cfg.device, ctx.local_rank)
+    share_cpu_cores(device)
+    data = load_dataset(cfg.data, cfg.schema)
+    scgpt = load_scgpt(cfg.scgpt, device)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    plan = plan_extraction(data, scgpt, cfg)
+    extractor = FeatureExtractor(scgpt, plan.layout.vocab_ids, seed=cfg.seed, autocast=autocast)
+    log.info(
+        "panel: %d genes, %.1f%% in the scGPT vocabulary; %d cells, device %s",
+        len(plan.layout.genes),
+        100 * plan.coverage,
+        plan.expression.shape[0],
+        device,
+    )
+    lock = WriterLock(cfg.out, cfg.break_lock)
+    store = ctx.main_first(lambda: _lock_and_open(lock, plan, extractor, scgpt, data, cfg, target))
+    try:
+        if not ctx.is_main:
+            store = _open_for_resume(plan, target, repair=False)
+        started = time.perf_counter()
+        _extract_shards(store, plan, extractor, cfg, ctx)
+        ctx.barrier()
+        if ctx.is_main:
+            moments = _finalize(store)
+            log.info(
+                "store complete: %s (%d cells, %.1f s; running std mean %.3f)",
+                cfg.out,
+                store.n_cells,
+                time.perf_counter() - started,
+                float(moments.std.mean()),
+            )
+    finally:
+        if ctx.is_main:
+            lock.__exit__(None, None, None)

@@ -18,8 +18,9 @@ from ccfm.config import FetchScgptConfig
 from ccfm.errors import CCFMError
 from ccfm.latent.fetch import Downloader, file_sha256, parse_checksums, resolve_sources
 from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES, ScgptModel, load_scgpt
-from ccfm.latent.toy_checkpoint import check_checkpoint_replaceable, released_args, write_checkpoint_folder
+from ccfm.latent.toy_checkpoint import released_args
 from pipeline.lock import WriterLock
+from pipeline.outputs import CHECKPOINT, OutputPlan, plan_output
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,15 @@ def _validate(staging: Path) -> ScgptModel:
         raise CCFMError(f"the downloaded files are not a loadable scGPT checkpoint (deleted): {err}") from err
 
 
-def _place(staging: Path, out: Path, overwrite: bool) -> None:
-    """Move the three validated files into OUT through a temporary sibling folder renamed into place."""
-
-    def move(folder: Path) -> None:
+def _place(staging: Path, output: OutputPlan) -> None:
+    """Move the three validated files into OUT through a staging sibling folder renamed into place."""
+    output.begin()
+    try:
         for name in CHECKPOINT_FILES:
-            os.replace(staging / name, folder / name)
-
-    write_checkpoint_folder(out, move, overwrite)
+            os.replace(staging / name, output.work / name)
+        output.publish()
+    finally:
+        output.discard()
     shutil.rmtree(staging)
 
 
@@ -88,7 +90,7 @@ def run(cfg: FetchScgptConfig) -> Path:
     out = Path(cfg.out)
     sources = resolve_sources(cfg.sources, cfg.drive_url)
     checksums = parse_checksums(cfg.sha256)
-    check_checkpoint_replaceable(out, cfg.overwrite)  # before any transfer; checked again at the rename
+    output = plan_output(out, CHECKPOINT, overwrite=cfg.overwrite, staged=True)  # before any transfer
     staging = staging_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     downloader = Downloader(out=out, timeout=cfg.timeout, progress=_progress_bar)
@@ -109,6 +111,6 @@ def run(cfg: FetchScgptConfig) -> Path:
         except CCFMError:
             shutil.rmtree(staging)
             raise
-        _place(staging, out, cfg.overwrite)
+        _place(staging, output)
     _report(out, scgpt, digests)
     return out

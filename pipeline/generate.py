@@ -19,7 +19,8 @@ from ccfm.errors import CCFMError
 from ccfm.eval.predictions import predictions_anndata
 from ccfm.flow.generation import generate_cells
 from ccfm.flow.sampling import SamplerConfig
-from pipeline.run_folder import TrainedRun, load_real_data, load_run
+from pipeline.outputs import PREDICTIONS, plan_output
+from pipeline.run_folder import RunInfo, TrainedRun, load_real_data, load_run, read_run
 from pipeline.runtime import provenance, resolve_device
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ def plan_requests(cfg: GenerateConfig, run: TrainedRun, data: PerturbationData) 
     labels = _requested_labels(cfg, run, data)
     if cfg.cells == "matched":
         return [Request(lab, int(data.cell_indices(lab).size)) for lab in labels]
-    if not cfg.cells.isdigit() or int(cfg.cells) < 1:
-        raise CCFMError(f"--cells must be 'matched' or a positive number, got {cfg.cells!r}")
     return [Request(lab, int(cfg.cells)) for lab in labels]
 
 
@@ -89,11 +88,11 @@ def _sample_all(
 
 
 def run(cfg: GenerateConfig) -> Path:
-    out = cfg.out or cfg.run / "predictions.h5ad"
-    if out.exists() and not cfg.overwrite:
-        raise CCFMError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise CCFMError("--steps and --batch-size must be at least 1")
+    out = Path(cfg.out or cfg.run / "predictions.h5ad")
+    info = read_run(cfg.run)
+    given = [cfg.run, Path(info.train_config["data"])]
+    output = plan_output(out, PREDICTIONS, overwrite=cfg.overwrite, inputs=given)  # before minutes of sampling
+    _check_guidance(cfg, info)
     device = resolve_device(cfg.device)
     run = load_run(cfg.run, cfg.checkpoint, device)
     data = load_real_data(run.info)
@@ -129,5 +128,17 @@ def run(cfg: GenerateConfig) -> Path:
         expression, labels, control, run.info.panel, record, control_names=data.obs_names[control_rows].tolist()
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_h5ad_atomic(adata, out)
-    return out
+    write_h5ad_atomic(adata, output.work)
+    return output.publish()
+
+
+def _check_guidance(cfg: GenerateConfig, info: RunInfo) -> None:
+    """Guidance mixes the conditional velocity with the unconditional one, which only a run trained with
+    perturbation-label dropout has learned."""
+    guided = [name for name, w in (("--guidance-expr", cfg.guidance_expr), ("--guidance-latent", cfg.guidance_latent))
+              if w != 1.0]  # fmt: skip
+    if guided and not info.train_config.get("cfg_dropout", 0.0) > 0:
+        raise CCFMError(
+            f"{' and '.join(guided)} need a run trained with perturbation-label dropout (cfg_dropout > 0), and "
+            f"{info.folder} was trained without it; leave the guidance scales at 1"
+        )

@@ -14,6 +14,7 @@ from ccfm.config import SimulateConfig, to_json_dict
 from ccfm.data.simulate_combosciplex import simulate_combosciplex
 from ccfm.data.simulate_norman import simulate_norman
 from ccfm.errors import CCFMError
+from pipeline.outputs import SIMULATION, plan_output
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,7 @@ def _check_output(cfg: SimulateConfig) -> Path:
     out = Path(cfg.out)
     if cfg.kind not in SIMULATORS:
         raise CCFMError(f"unknown data set {cfg.kind!r}; choose one of: {', '.join(SIMULATORS)}")
-    if out.is_dir():
-        raise CCFMError(f"{out} is a folder; --out must name an .h5ad file, e.g. {out / (cfg.kind + '.h5ad')}")
-    if out.exists() and not cfg.overwrite:
-        raise CCFMError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    plan_output(out, SIMULATION, overwrite=cfg.overwrite)
     return out
 
 

@@ -15,6 +15,7 @@ from ccfm.config import ToyScgptConfig
 from ccfm.errors import CCFMError
 from ccfm.latent.scgpt_checkpoint import map_panel_to_vocab
 from ccfm.latent.toy_checkpoint import SPECIAL_TOKENS, build_toy_checkpoint
+from pipeline.outputs import CHECKPOINT, plan_output
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,14 @@ def gene_symbols_of(path: Path) -> list[str]:
 def run(cfg: ToyScgptConfig) -> Path:
     """Build the toy checkpoint folder `cfg.out` and log what it holds."""
     out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
-        raise CCFMError(f"{out} already exists; choose another --out or pass --overwrite")
+    output = plan_output(out, CHECKPOINT, overwrite=cfg.overwrite, inputs=(cfg.genes_from,), staged=True)
     genes = gene_symbols_of(cfg.genes_from) if cfg.genes_from is not None else None
-    build_toy_checkpoint(out, cfg.d_model, cfg.layers, cfg.heads, genes, cfg.seed, overwrite=cfg.overwrite)
+    output.begin()
+    try:
+        build_toy_checkpoint(output.work, cfg.d_model, cfg.layers, cfg.heads, genes, cfg.seed)
+        output.publish()
+    finally:
+        output.discard()
 
     token2idx: dict[str, int] = json.loads((out / "vocab.json").read_text())
     n_genes = len(token2idx) - len(SPECIAL_TOKENS)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,14 @@ from tqdm import tqdm
 from ccfm.atomic import write_bytes_atomic, write_json_atomic
 from ccfm.config import TrainConfig
 from ccfm.data.batches import BatchFailure, BatchStream
-from ccfm.errors import CCFMError
+from ccfm.errors import CCFMError, Interrupted
 from ccfm.flow.objective import ObjectiveConfig, StepInputs, cascade_objective
 from ccfm.flow.time_sampling import CascadeTimeConfig
 from ccfm.model.cascade import build_model
 from ccfm.model.ema import EMA
 from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.loss_log import LossLog
+from pipeline.outputs import RUN, OutputPlan, plan_output
 from pipeline.runtime import (
     DistContext,
     close_distributed,
@@ -40,7 +40,14 @@ from pipeline.runtime import (
     resolve_device,
     share_cpu_cores,
 )
-from pipeline.train_setup import RunSetup, SourceSpec, check_resumable, describe_run, gene_graph, prepare
+from pipeline.train_setup import (
+    RunSetup,
+    SourceSpec,
+    check_resumable,
+    describe_run,
+    gene_graph,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +71,7 @@ def lr_lambda(cfg: TrainConfig) -> Any:
 
 
 def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: str, device: torch.device) -> None:
-    if cfg.out.exists() and not cfg.resume:
-        if not cfg.overwrite:
-            raise CCFMError(f"run folder {cfg.out} already exists; pass --resume to continue it or --overwrite")
-        shutil.rmtree(cfg.out)
+    """Rank 0: check a resumed run is this run, then write run.json and split.json into `cfg.out`."""
     if cfg.resume and (cfg.out / "run.json").is_file():
         check_resumable(json.loads((cfg.out / "run.json").read_text()), run_info, cfg.out)
         saved_split = cfg.out / "split.json"
@@ -76,6 +80,15 @@ def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: 
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.out / "run.json", {**run_info, "provenance": provenance(device, cfg.seed)})
     write_bytes_atomic(cfg.out / "split.json", split_json.encode())
+
+
+def _interrupted(plan: OutputPlan) -> Interrupted:
+    if plan.replacing:
+        return Interrupted(
+            f"interrupted; the earlier run in {plan.out} is untouched (the partial new one is in {plan.work}, and "
+            "the next --overwrite starts it over)"
+        )
+    return Interrupted("interrupted; continue from the last checkpoint with the same command plus --resume")
 
 
 @dataclasses.dataclass
@@ -195,34 +208,52 @@ def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLo
 
 
 def run(cfg: TrainConfig) -> Path:
-    if cfg.steps < 1 or cfg.batch_size < 2 or cfg.checkpoint_every < 1:
-        raise CCFMError("--steps and --checkpoint-every must be ≥ 1 and --batch-size ≥ 2")
     ctx = init_distributed(cfg.device)
     try:
+        plan = plan_output(
+            cfg.out,
+            RUN,
+            overwrite=cfg.overwrite,
+            inputs=(cfg.data, cfg.cache, cfg.scgpt, cfg.split_file),
+            resume=cfg.resume,
+            hint="--resume to continue it",
+        )
+        ctx.barrier()  # every rank has looked at OUT before rank 0 writes there
+        ctx.main_first(plan.begin)
         device = resolve_device(cfg.device, ctx.local_rank)
         share_cpu_cores(device, busy_helpers=cfg.workers)
         setup = prepare(cfg)
         run_info = describe_run(cfg, setup)
-        ctx.main_first(lambda: _prepare_run_folder(cfg, run_info, setup.split.to_json(), device))
-        trainer = Trainer(cfg, setup, ctx, device)
-        checkpoint = last_checkpoint(cfg.out) if cfg.resume else None
-        start = trainer.restore(load_checkpoint(checkpoint)) if checkpoint is not None else 0
-        log.info(
-            "training %s model (%s preset, %d parameters) on %d conditions for steps %d..%d on %s",
-            setup.model.latent,
-            cfg.preset,
-            sum(p.numel() for p in trainer.model.parameters()),
-            len(setup.split.train),
-            start,
-            cfg.steps,
-            device,
-        )
-        losses = LossLog(cfg.out / "loss.csv", keep_until=start) if ctx.is_main else None
-        if start < cfg.steps:
-            _loop(trainer, start, run_info, losses)
-        if losses is not None:
-            losses.flush()
-            losses.plot(cfg.out / "loss.png", stand_in=any(run_info["stand_in"].values()))
+        work = dataclasses.replace(cfg, out=plan.work)
+        try:
+            ctx.main_first(lambda: _prepare_run_folder(work, run_info, setup.split.to_json(), device))
+            _train(work, setup, run_info, ctx, device)
+        except KeyboardInterrupt:
+            raise _interrupted(plan) from None
+        if ctx.is_main:
+            plan.publish()
     finally:
         close_distributed(ctx)
     return cfg.out
+
+
+def _train(cfg: TrainConfig, setup: RunSetup, run_info: dict[str, Any], ctx: DistContext, device: torch.device) -> None:
+    trainer = Trainer(cfg, setup, ctx, device)
+    checkpoint = last_checkpoint(cfg.out) if cfg.resume else None
+    start = trainer.restore(load_checkpoint(checkpoint)) if checkpoint is not None else 0
+    log.info(
+        "training %s model (%s preset, %d parameters) on %d conditions for steps %d..%d on %s",
+        setup.model.latent,
+        cfg.preset,
+        sum(p.numel() for p in trainer.model.parameters()),
+        len(setup.split.train),
+        start,
+        cfg.steps,
+        device,
+    )
+    losses = LossLog(cfg.out / "loss.csv", keep_until=start) if ctx.is_main else None
+    if start < cfg.steps:
+        _loop(trainer, start, run_info, losses)
+    if losses is not None:
+        losses.flush()
+        losses.plot(cfg.out / "loss.png", stand_in=any(run_info["stand_in"].values()))

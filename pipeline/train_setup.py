@@ -79,6 +79,12 @@ def prepare(cfg: TrainConfig) -> RunSetup:
     vocab = build_vocab(genes, data)
     cells = TrainingCells.from_data(data, columns, list(split.train), vocab)
     source.check_cells(cells.obs_names.tolist(), cells.expression)  # refuses a store made from other data
+    n_train = cells.controls.size + sum(rows.size for rows in cells.by_condition.values())
+    if cfg.batch_size > n_train:
+        raise CCFMError(
+            f"--batch-size {cfg.batch_size} is larger than the {n_train} training cells of {cfg.data}; "
+            f"use at most {n_train} (the default 48 suits most data sets)"
+        )
     return RunSetup(
         data=data,
         store_attrs=attrs,

@@ -323,10 +323,14 @@ def test_evaluate_refusals(run_folders: tuple[Path, Path], tmp_path: Path) -> No
     with pytest.raises(CCFMError, match="another panel"):
         run(EvaluateConfig(run=main, predictions=tmp_path / "other.h5ad", out=tmp_path / "e"))
     (tmp_path / "exists").mkdir()
+    (tmp_path / "exists" / "notes.txt").write_text("mine")
     with pytest.raises(CCFMError, match="already exists; pass --overwrite"):
         run(EvaluateConfig(run=main, out=tmp_path / "exists"))
-    with pytest.raises(CCFMError, match="unknown --profile"):
-        run(EvaluateConfig(run=main, profile="everything"))
+    with pytest.raises(CCFMError, match="not a report folder"):
+        run(EvaluateConfig(run=main, out=tmp_path / "exists", overwrite=True))
+    assert (tmp_path / "exists" / "notes.txt").read_text() == "mine"
+    with pytest.raises(CCFMError, match="--profile must be one of full, minimal, vcc"):
+        EvaluateConfig(run=main, profile="everything")
 
 
 def test_evaluate_falls_back_to_the_files_control_values(run_folders: tuple[Path, Path], tmp_path: Path) -> None:

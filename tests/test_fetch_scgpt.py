@@ -284,7 +284,7 @@ def test_an_existing_folder_is_refused_unless_overwrite(server: Served, toy_scgp
         ("--source=ftp-mirror", "expected a base URL"),
         ("--source=https://drive.google.com/drive/folders/1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y", "Drive folder"),
         ("--sha256=best_model.pt=abc", "64 hexadecimal digits"),
-        ("--timeout=0", "--timeout must be positive"),
+        ("--timeout=0", "--timeout must be a number in (0, 3600]"),
     ],
 )
 def test_malformed_options_are_refused(tmp_path: Path, option: str, match: str) -> None:

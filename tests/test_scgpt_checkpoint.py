@@ -238,13 +238,14 @@ def test_pipeline_takes_symbols_from_gene_name_and_refuses_to_overwrite(tmp_path
     token2idx = _json(out / "vocab.json")
     assert {"SAMD11", "NOC2L"} <= set(token2idx) and "NOT_A_GENE" not in token2idx
     assert len(token2idx) == 2 + 2_000 + len(SPECIAL_TOKENS)
-    with pytest.raises(CCFMError, match="already exists; choose another --out or pass --overwrite"):
+    with pytest.raises(CCFMError, match="already exists; pass --overwrite to replace it"):
         toy_scgpt.run(cfg)
     toy_scgpt.run(ToyScgptConfig(**{**cfg.__dict__, "overwrite": True, "seed": 1}))
     assert _json(out / "args.json")["seed"] == 1
     (out / "notes.txt").write_text("user data")
-    with pytest.raises(CCFMError, match="not a scGPT checkpoint folder"):
+    with pytest.raises(CCFMError, match=r"not a scGPT checkpoint folder .* \(it holds files CCFM did not write"):
         toy_scgpt.run(ToyScgptConfig(**{**cfg.__dict__, "overwrite": True}))
+    assert (out / "notes.txt").read_text() == "user data" and _json(out / "args.json")["seed"] == 1
 
 
 # --- refusals ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ccfm.errors import CCFMError
 
 SplitKind = Literal["additive", "holdout", "unseen-single", "combosciplex", "file"]
 SPLIT_KINDS: tuple[str, ...] = ("additive", "holdout", "unseen-single", "combosciplex", "file")
+MAX_FOLDS = 10  # a drawn split's fold i is the i-th of these independent seeded draws; fixed splits have fold 0
 
 COMBOSCIPLEX_TEST = (
     "Panobinostat+Crizotinib",

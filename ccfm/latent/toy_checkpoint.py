@@ -10,10 +10,7 @@ real scGPT features.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccfm.atomic import fsync_tree
 from ccfm.errors import CCFMError
-from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES, build_scgpt_model
+from ccfm.latent.scgpt_checkpoint import build_scgpt_model
 from ccfm.latent.torchtext_vocab import import_scgpt
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")  # appended after the genes, as in the release
@@ -86,43 +84,6 @@ def _toy_state_dict(args: dict[str, Any], token2idx: dict[str, int], seed: int) 
     return state
 
 
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def check_checkpoint_replaceable(out: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but a checkpoint folder, and that only when asked to."""
-    if not out.exists():
-        return
-    if not overwrite:
-        raise CCFMError(f"{out} already exists; choose another folder or pass --overwrite")
-    if not out.is_dir() or not {p.name for p in out.iterdir()} <= set(CHECKPOINT_FILES):
-        raise CCFMError(
-            f"{out} is not a scGPT checkpoint folder (it holds files besides {CHECKPOINT_FILES}); "
-            "refusing to replace it, choose another folder"
-        )
-
-
-def write_checkpoint_folder(out: Path, write: Callable[[Path], None], overwrite: bool) -> None:
-    """Fill a temporary sibling folder and rename it into place: `out` is complete or absent."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    partial.mkdir()
-    try:
-        write(partial)
-        check_checkpoint_replaceable(out, overwrite)
-        if out.exists():
-            retired = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(out, retired)
-            os.replace(partial, out)
-            shutil.rmtree(retired)
-        else:
-            os.replace(partial, out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-
-
 def build_toy_checkpoint(
     out: Path,
     d_model: int,
@@ -130,10 +91,9 @@ def build_toy_checkpoint(
     heads: int,
     genes: Sequence[str] | None,
     seed: int,
-    *,
-    overwrite: bool = False,
 ) -> Path:
-    """Write a random scGPT checkpoint folder (best_model.pt, vocab.json, args.json) to `out`.
+    """Write a random scGPT checkpoint (best_model.pt, vocab.json, args.json) into the folder `out` (made if
+    absent; `ccfm toy-scgpt` stages it beside its final place and renames it there).
 
     `genes`: symbols that must be in the vocab (those found in the census vocab are kept, plus a seeded sample
     of ~2,000 others); None keeps the whole census vocab. The same arguments give byte-identical files.
@@ -144,19 +104,15 @@ def build_toy_checkpoint(
             raise CCFMError(f"{name} must be a positive integer, got {value}")
     if d_model % heads:
         raise CCFMError(f"d_model={d_model} must be divisible by heads={heads}; e.g. d_model={heads * 16}")
-    check_checkpoint_replaceable(out, overwrite)  # fail before the work, and again before the rename
 
     symbols = _select_genes(census_gene_symbols(), genes, seed)
     token2idx = {token: i for i, token in enumerate([*symbols, *SPECIAL_TOKENS])}
     args = _toy_args(d_model, layers, heads, seed)
     state = _toy_state_dict(args, token2idx, seed)
 
-    def write(folder: Path) -> None:
-        torch.save(state, folder / "best_model.pt")
-        (folder / "vocab.json").write_text(json.dumps(token2idx, indent=2) + "\n")
-        (folder / "args.json").write_text(json.dumps(args, indent=2) + "\n")
-        for name in CHECKPOINT_FILES:
-            _fsync(folder / name)
-
-    write_checkpoint_folder(out, write, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out / "best_model.pt")
+    (out / "vocab.json").write_text(json.dumps(token2idx, indent=2) + "\n")
+    (out / "args.json").write_text(json.dumps(args, indent=2) + "\n")
+    fsync_tree(out)
     return out
