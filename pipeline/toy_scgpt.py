@@ -67,7 +67,7 @@ def run(cfg: ToyScgptConfig) -> Path:
         size_mb,
     )
     if genes is not None:
-        mapping = map_panel_to_vocab(genes, token2idx)
+        mapping = map_panel_to_vocab(genes, token2idx, min_coverage=0.0)  # only reported here
         log.info(
             "%d of the %d genes of %s are in the vocab (%.1f%%); absent e.g. %s",
             mapping.n_covered,

@@ -47,3 +47,62 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, seed in (("scgpt", 0), ("scgpt_other", 1)):
         build_toy_checkpoint(root / name, d_model=16, layers=1, heads=2, genes=REAL_GENES, seed=seed)
     return root
+
+
+# --- stores and runs built through the CLI (the bad-input and overwrite tests) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def cli_env(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two stores (24 and 20 genes) and a 2-step run on each, over the tiny workspace. Do not modify: copy."""
+    from clitools import ok
+
+    root = tmp_path_factory.mktemp("errors")
+    data, scgpt = tiny_workspace / "data.h5ad", tiny_workspace / "scgpt"
+    for store, genes in (("store.zarr", "24"), ("store20.zarr", "20")):
+        ok(
+            "extract",
+            data,
+            "--scgpt",
+            scgpt,
+            "--out",
+            root / store,
+            "--genes",
+            genes,
+            "--norm-cells",
+            "64",
+            "--shard-cells",
+            "32",
+            "--device",
+            "cpu",
+        )
+    for name, store in (("run", "store.zarr"), ("run20", "store20.zarr")):
+        ok(
+            "train",
+            data,
+            "--cache",
+            root / store,
+            "--out",
+            root / name,
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--split-seed",
+            "1",
+        )
+    return {
+        "root": root,
+        "data": data,
+        "scgpt": scgpt,
+        "other_scgpt": tiny_workspace / "scgpt_other",
+        "store": root / "store.zarr",
+        "run": root / "run",
+        "run20": root / "run20",
+    }

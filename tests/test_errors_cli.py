@@ -7,67 +7,22 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import anndata as ad
 import pytest
 import torch
-from clitools import ok, refused, torchrun_command
+from clitools import ccfm_command, ok, refused, tiny_extract_args, tiny_train_args, torchrun_command
 from factories import tiny_gears_adata, write_h5ad
 
 
 @pytest.fixture(scope="module")
-def env(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("errors")
-    data, scgpt = tiny_workspace / "data.h5ad", tiny_workspace / "scgpt"
-    for store, genes in (("store.zarr", "24"), ("store20.zarr", "20")):
-        ok(
-            "extract",
-            data,
-            "--scgpt",
-            scgpt,
-            "--out",
-            root / store,
-            "--genes",
-            genes,
-            "--norm-cells",
-            "64",
-            "--shard-cells",
-            "32",
-            "--device",
-            "cpu",
-        )
-    for name, store in (("run", "store.zarr"), ("run20", "store20.zarr")):
-        ok(
-            "train",
-            data,
-            "--cache",
-            root / store,
-            "--out",
-            root / name,
-            "--preset",
-            "tiny",
-            "--steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--workers",
-            "0",
-            "--device",
-            "cpu",
-            "--split-seed",
-            "1",
-        )
-    return {
-        "root": root,
-        "data": data,
-        "scgpt": scgpt,
-        "other_scgpt": tiny_workspace / "scgpt_other",
-        "store": root / "store.zarr",
-        "run": root / "run",
-        "run20": root / "run20",
-    }
+def env(cli_env: dict[str, Path]) -> dict[str, Path]:
+    return cli_env
 
 
 # --- scGPT checkpoint ----------------------------------------------------------------------------------------
@@ -86,8 +41,17 @@ def test_panel_with_no_gene_in_the_vocab(env: dict, tmp_path: Path) -> None:
         "10",
         "--device",
         "cpu",
-        match="is in the scGPT vocabulary",
+        match="only 0 of 10 panel genes (0.0%) are in the scGPT vocabulary",
     )
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_panel_mostly_outside_the_vocab(env: dict, tmp_path: Path) -> None:
+    adata = ad.read_h5ad(env["data"])
+    adata.var["gene_name"] = adata.var["gene_name"].str.lower()  # 'actb': another case than the vocabulary's
+    data = write_h5ad(adata, tmp_path / "lower.h5ad")
+    refused(*tiny_extract_args(data, env["scgpt"], tmp_path / "s.zarr", 32),
+            match="match in another letter case")  # fmt: skip
     assert not (tmp_path / "s.zarr").exists()
 
 
@@ -252,6 +216,12 @@ def test_store_with_a_corrupted_shard(env: dict, tmp_path: Path) -> None:
     assert shard.read_bytes() == (env["root"] / "store.zarr" / "features" / "c" / "1" / "0" / "0").read_bytes()
 
 
+def test_store_without_its_features_array(env: dict, tmp_path: Path) -> None:
+    env, _ = _damaged_store(env, tmp_path)
+    shutil.rmtree(env["store"] / "features")
+    _train(env, tmp_path, match=f"rebuild it: `ccfm extract {env['data']} --scgpt {env['scgpt']} --out")
+
+
 def test_incomplete_store(env: dict, tmp_path: Path) -> None:
     env, _ = _damaged_store(env, tmp_path)
     (env["store"] / "progress" / "complete.json").unlink()
@@ -331,6 +301,27 @@ def test_output_path_exists(env: dict, tmp_path: Path) -> None:
     refused("generate", env["run"], "--out", existing, "--device", "cpu", match="already exists")
     refused("toy-scgpt", "--out", env["scgpt"], match="already exists")
     assert existing.read_text() == "keep me"
+
+
+def test_generate_out_is_checked_before_sampling(env: dict, tmp_path: Path) -> None:
+    error = refused("generate", env["run"], "--out", tmp_path, "--device", "cpu", match="is a folder; name the")
+    assert ".tmp" not in error
+
+
+def test_ctrl_c_during_training_says_how_to_resume(env: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = tiny_train_args(env["data"], env["store"], run, steps=100_000, checkpoint_every=1)
+    proc = subprocess.Popen(ccfm_command(*args), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(run.glob("checkpoints/*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: interrupted; continue from the last checkpoint with the same command plus --resume"
+    )
+    assert "Traceback" not in stderr
 
 
 def test_unwritable_output_folder(tmp_path: Path) -> None:

@@ -71,7 +71,15 @@ def test_fewer_than_two_perturbations(tmp_path: Path) -> None:
     refused("inspect", write_h5ad(adata, tmp_path / "d.h5ad"), match="needs at least 2")
 
 
+def test_all_perturbation_labels_missing(tmp_path: Path) -> None:
+    adata = tiny_gears_adata()
+    adata.obs["condition"] = np.nan
+    refused("inspect", write_h5ad(adata, tmp_path / "d.h5ad"), match="obs['condition'] has no labels: all 60 cells")
+
+
 def test_data_file_missing_or_not_h5ad(tmp_path: Path) -> None:
     refused("inspect", tmp_path / "absent.h5ad", match="does not exist")
+    write_h5ad(tiny_gears_adata(), tmp_path / "inside.h5ad")
+    refused("inspect", tmp_path, match="is a folder (it holds inside.h5ad); pass the path of an .h5ad file")
     (tmp_path / "text.h5ad").write_text("hello")
     refused("inspect", tmp_path / "text.h5ad", match="cannot read")

@@ -206,7 +206,7 @@ def test_map_panel_to_vocab_counts_coverage(toy_scgpt_dir: Path) -> None:
 
 
 def test_map_panel_refuses_a_panel_outside_the_vocab(toy_scgpt_dir: Path) -> None:
-    with pytest.raises(CCFMError, match="none of the 2 panel genes .* pass --gene-col gene_name"):
+    with pytest.raises(CCFMError, match=r"only 0 of 2 panel genes \(0.0%\) are in .* pass --gene-col"):
         map_panel_to_vocab(["ENSG00000187634", "ENSG00000188976"], _json(toy_scgpt_dir / "vocab.json"))
 
 

@@ -132,6 +132,10 @@ def from_anndata(
 def read_h5ad(path: Path) -> ad.AnnData:
     """Read an h5ad file, refusing a missing or unreadable one with one clear message."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.h5ad"))[:3]
+        found = f" (it holds {', '.join(inside)})" if inside else ""
+        raise CCFMError(f"data file {path} is a folder{found}; pass the path of an .h5ad file")
     if not path.is_file():
         raise CCFMError(f"data file {path} does not exist; pass the path of an .h5ad file")
     try:

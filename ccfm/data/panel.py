@@ -66,10 +66,6 @@ def _dispersion_rank(data: PerturbationData, rows: np.ndarray) -> np.ndarray:
 
 def choose_panel(data: PerturbationData, n_genes: int = 1000, cells: PanelCells = "all") -> GenePanel:
     """Top HVGs plus measured perturbed genes, `n_genes` in all (or every gene if the data has fewer)."""
-    if n_genes < 2:
-        raise CCFMError(f"--genes must be at least 2, got {n_genes}")
-    if cells not in ("all", "controls"):
-        raise CCFMError(f"--panel-cells must be 'all' or 'controls', got {cells!r}")
     rows = data.control_indices() if cells == "controls" else np.arange(data.n_cells)
     symbol_col = {g: i for i, g in enumerate(data.gene_symbols.tolist())}
     forced = [symbol_col[g] for g in data.perturbed_genes()]

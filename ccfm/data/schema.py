@@ -94,6 +94,11 @@ def detect_schema(adata: ad.AnnData, overrides: SchemaOverrides | None = None) -
     """Detect the layout of `adata`; every field can be forced through `overrides`."""
     overrides = overrides or SchemaOverrides()
     pert_col = _pick_pert_col(adata, overrides.pert_col)
+    if adata.obs[pert_col].isna().all():
+        raise CCFMError(
+            f"obs[{pert_col!r}] has no labels: all {adata.n_obs} cells are missing (NaN); is --pert-col the "
+            "right column?"
+        )
     labels = set(adata.obs[pert_col].astype(str).unique())
     control = _pick_control(labels, pert_col, overrides.control)
     gene_col = overrides.gene_col

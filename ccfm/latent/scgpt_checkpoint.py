@@ -251,17 +251,32 @@ def _is_special(token: str) -> bool:
     return token.startswith("<") and token.endswith(">")
 
 
-def map_panel_to_vocab(symbols: Sequence[str], vocab: Any) -> VocabMapping:
-    """Vocab id of each panel gene (-1 if absent). `vocab` is a GeneVocab or a {token: id} mapping."""
+MIN_VOCAB_COVERAGE = 0.5  # below this share of panel genes in the vocab, scGPT sees too little of each cell
+
+
+def map_panel_to_vocab(symbols: Sequence[str], vocab: Any, min_coverage: float = MIN_VOCAB_COVERAGE) -> VocabMapping:
+    """Vocab id of each panel gene (-1 if absent). `vocab` is a GeneVocab or a {token: id} mapping.
+
+    Refuses a panel of which less than `min_coverage` is in the vocabulary (symbols in another letter case or
+    namespace, ...): data in HGNC symbols are ≥ 90 % covered by the whole-human vocabulary."""
     stoi: Mapping[str, int] = vocab.get_stoi() if hasattr(vocab, "get_stoi") else vocab
     if len(symbols) == 0:
         raise CCFMError("the gene panel is empty; select at least one gene")
     ids = np.array([-1 if _is_special(s) else stoi.get(s, -1) for s in map(str, symbols)], dtype=np.int64)  # (G,)
     n_covered = int((ids >= 0).sum())
-    if n_covered == 0:
-        raise CCFMError(
-            f"none of the {len(symbols)} panel genes is in the scGPT vocabulary "
-            f"(first: {list(symbols[:3])}); are var names Ensembl ids? pass --gene-col gene_name"
-        )
     absent = tuple(str(s) for s, i in zip(symbols, ids, strict=True) if i < 0)
-    return VocabMapping(vocab_ids=ids, n_covered=n_covered, coverage=n_covered / len(symbols), absent=absent)
+    mapping = VocabMapping(vocab_ids=ids, n_covered=n_covered, coverage=n_covered / len(symbols), absent=absent)
+    if n_covered == 0 or mapping.coverage < min_coverage:
+        upper = {token.upper() for token in stoi}
+        recased = sum(symbol.upper() in upper for symbol in absent)
+        hint = (
+            f"{recased} of the absent genes match in another letter case: write symbols as HGNC does "
+            f"(e.g. {absent[0].upper()!r})"
+            if recased > len(absent) // 2
+            else "are the gene names Ensembl ids or another species'? pass --gene-col with the HGNC symbol column"
+        )
+        raise CCFMError(
+            f"only {n_covered} of {len(symbols)} panel genes ({100 * mapping.coverage:.1f}%) are in the scGPT "
+            f"vocabulary (at least {100 * min_coverage:.0f}% needed; absent e.g. {', '.join(absent[:3])}); {hint}"
+        )
+    return mapping

@@ -64,6 +64,16 @@ def _groups(labels: np.ndarray) -> dict[str, list[int]]:
     return groups
 
 
+def _rebuild_command(path: Path) -> str:
+    """The `ccfm extract` line that rebuilds a store, from what its attributes recorded (when readable)."""
+    try:
+        source = json.loads((path / "zarr.json").read_text())["attributes"]["source"]
+        data, scgpt = source["data"], source["scgpt"]
+    except (OSError, ValueError, KeyError, TypeError):
+        data, scgpt = "DATA.h5ad", "SCGPT_DIR"
+    return f"`ccfm extract {data} --scgpt {scgpt} --out {path} --overwrite` (with the options it was built with)"
+
+
 class LatentStore:
     """A latent cache on disk. Open with `create` or `open`; reads never load the whole store."""
 
@@ -124,7 +134,9 @@ class LatentStore:
         except CCFMError:
             raise
         except Exception as err:
-            raise CCFMError(f"cannot open latent store {path} ({type(err).__name__}: {err}); rebuild it") from err
+            raise CCFMError(
+                f"cannot open latent store {path} ({type(err).__name__}: {err}); rebuild it: {_rebuild_command(path)}"
+            ) from err
         if version != FORMAT_VERSION:
             raise CCFMError(
                 f"latent store {path} has format version {version}, this CCFM reads {FORMAT_VERSION}; rebuild it"
