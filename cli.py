@@ -80,6 +80,10 @@ def simulate(
     scale: Annotated[float, typer.Option(help="Fraction of the real per-condition cell counts.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     min_cells: Annotated[int, typer.Option(help="Minimum cells per condition.")] = 5,
+    interactions: Annotated[
+        str,
+        typer.Option(help="Doubles' non-additivity: random (per pair) or modules (learnable, by hidden modules)."),
+    ] = "random",
     overwrite: Overwrite = False,
 ) -> None:
     """Write a SIMULATED stand-in data set shaped by the real Norman 2019 / ComboSciPlex metadata."""
@@ -88,7 +92,15 @@ def simulate(
 
     path = _call(
         lambda: stage.run(
-            SimulateConfig(kind=kind, out=out, scale=scale, seed=seed, min_cells=min_cells, overwrite=overwrite)
+            SimulateConfig(
+                kind=kind,  # type: ignore[arg-type]  # checked by SimulateConfig
+                out=out,
+                scale=scale,
+                seed=seed,
+                min_cells=min_cells,
+                interactions=interactions,  # type: ignore[arg-type]
+                overwrite=overwrite,
+            )
         )
     )
     typer.echo(_call(lambda: inspect.describe(path, SchemaOverrides())))
@@ -264,6 +276,16 @@ def train(
     latent_target: Annotated[
         str, typer.Option(help="What the latent head predicts: clean (the clean latent) or velocity.")
     ] = "clean",
+    source: Annotated[
+        str, typer.Option(help="The flow's x0: prior (control + Δ of the singles), control, or noise (scDFM).")
+    ] = "prior",
+    source_noise: Annotated[float, typer.Option(help="Std of the noise added to the prior/control source.")] = 0.3,
+    pert_cells: Annotated[
+        int, typer.Option(help="Cells per perturbation in a batch (it mixes batch-size // this perturbations).")
+    ] = 6,
+    residual_weight: Annotated[
+        float, typer.Option(help="Penalty on the learned residual over the prior (prior source).")
+    ] = 10.0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
@@ -302,6 +324,10 @@ def train(
                 t_latent_for_expr=t_latent_for_expr,  # type: ignore[arg-type]  # checked by the time sampler
                 latent_weight=latent_weight,
                 latent_target=latent_target,  # type: ignore[arg-type]  # checked by the model
+                source=source,  # type: ignore[arg-type]  # checked by TrainConfig
+                source_noise=source_noise,
+                pert_cells=pert_cells,
+                residual_weight=residual_weight,
                 checkpoint_every=checkpoint_every,
                 workers=workers,
                 device=device,

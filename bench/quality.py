@@ -96,7 +96,9 @@ class Settings:
 
     work: Path
     report: Path
-    data: Path | None  # a real h5ad; None simulates a Norman-shaped stand-in
+    data: Path | None  # a real h5ad; None simulates a stand-in of `dataset`
+    dataset: str  # simulated stand-in: norman (additive split, `folds` draws) or combosciplex (its fixed test set)
+    interactions: str  # simulated norman: random (per pair) or modules (learnable) non-additivity
     scgpt: Path | None  # a real scGPT folder; None builds a toy checkpoint (random weights)
     scale: float
     genes: int
@@ -125,9 +127,18 @@ def prepare_inputs(s: Settings) -> tuple[Path, Path]:
     s.work.mkdir(parents=True, exist_ok=True)
     data = s.data
     if data is None:
-        data = s.work / f"norman_simulated_{s.scale}.h5ad"
+        rule = "" if s.interactions == "random" else f"_{s.interactions}"
+        data = s.work / f"{s.dataset}_simulated_{s.scale}{rule}.h5ad"
         if not data.exists():
-            simulate.run(SimulateConfig(kind="norman", out=data, scale=s.scale, seed=s.seed))
+            simulate.run(
+                SimulateConfig(
+                    kind=s.dataset,  # type: ignore[arg-type]
+                    out=data,
+                    scale=s.scale,
+                    seed=s.seed,
+                    interactions=s.interactions,  # type: ignore[arg-type]
+                )
+            )
     scgpt = s.scgpt
     if scgpt is None:
         scgpt = s.work / "scgpt_toy"
@@ -154,7 +165,7 @@ def train_and_generate(
             data=data,
             cache=store,
             out=out,
-            split="additive",
+            split="combosciplex" if s.dataset == "combosciplex" else "additive",
             fold=fold,
             split_seed=split_seed,
             preset=s.preset,
@@ -253,7 +264,8 @@ def in_parallel(s: Settings, fn: Callable[..., Path], calls: list[tuple[Any, ...
 
 def fold_jobs(s: Settings, latent: str, variant: Variant) -> list[Job]:
     name = f"ccfm_{variant.name}" if latent == "scgpt" else "no_latent"
-    return [Job(s.work / f"fold{fold}" / name, latent, variant, 0, fold) for fold in range(s.folds)]
+    folds = s.folds if s.dataset == "norman" else 1  # the ComboSciPlex split is one fixed test set
+    return [Job(s.work / f"fold{fold}" / name, latent, variant, 0, fold) for fold in range(folds)]
 
 
 def sweep_jobs(s: Settings) -> list[Job]:
@@ -351,6 +363,8 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--report", type=Path, default=REPO / "docs" / "quality", help="tables, JSON and plots")
     p.add_argument("--data", type=Path, help="real perturbation h5ad (default: simulate a Norman stand-in)")
     p.add_argument("--scgpt", type=Path, help="real scGPT folder (default: a toy checkpoint, random weights)")
+    p.add_argument("--dataset", default="norman", choices=("norman", "combosciplex"), help="simulated stand-in")
+    p.add_argument("--interactions", default="random", choices=("random", "modules"), help="simulated norman's doubles")
     p.add_argument("--scale", type=float, default=0.22, help="simulated cells per real cell (0.22: ≈ 20k cells)")
     p.add_argument("--genes", type=int, default=256, help="panel size G")
     p.add_argument("--preset", default="tiny", choices=("tiny", "base"))

@@ -72,6 +72,7 @@ class SimulateConfig:
     scale: float = 0.05  # fraction of the real per-condition cell counts
     seed: int = 0  # seeds every random draw
     min_cells: int = 5  # floor on cells per condition after scaling
+    interactions: Literal["random", "modules"] = "random"  # how doubles deviate from additivity (norman only)
     overwrite: bool = False  # replace an existing output file
 
     def __post_init__(self) -> None:
@@ -79,6 +80,9 @@ class SimulateConfig:
         _real_in(self.scale, "--scale", 0, 1, open_low=True)
         _int_in(self.seed, "--seed", 0, MAX_SEED)
         _int_in(self.min_cells, "--min-cells", 2, 10_000)
+        _one_of(self.interactions, "--interactions", ("random", "modules"))
+        _need(self.kind == "norman" or self.interactions == "random", "--interactions",
+              "random for combosciplex (the modules rule is simulated for norman)", self.interactions)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,12 +146,24 @@ class ExtractConfig:
         }
 
 
+SOURCES = ("noise", "control", "prior")
+#: Model fields added after the first runs were written, with the behaviour those runs had.
+LEGACY_MODEL_FIELDS: dict[str, Any] = {
+    "n_panel": 0,
+    "target_flag": False,
+    "time_scale": 1.0,
+    "source": "noise",
+    "source_noise": 1.0,
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The cascaded flow model (scDFM backbone + Latent Forcing latent stream)."""
 
     n_genes: int  # gene vocabulary: panel genes + perturbed genes outside the panel
     n_drugs: int = 0  # drug table size (0 for CRISPR data)
+    n_panel: int = 0  # G, the panel genes (gene ids 0..n_panel-1); the prior source's shift table covers them
     latent_dim: int = 512  # D, scGPT feature width (unused when latent == "none")
     latent: Literal["scgpt", "none"] = "scgpt"  # "none" is the scDFM-equivalent ablation
     d_model: int = 128  # H, hidden width
@@ -159,6 +175,20 @@ class ModelConfig:
     dropout: float = 0.1  # adapter dropout (off in eval mode)
     graph_k: int = 30  # neighbours per gene in the co-expression graph
     value_clamp: float = 512.0  # value encoders clamp inputs at this
+    target_flag: bool = True  # a perturbed gene's own token carries a learned "target" vector (as GEARS, scGPT)
+    time_scale: float = 1000.0  # flow time × this before the sinusoids: raw t in [0, 1] moves a quarter of them
+    source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0 (ccfm/model/source.py)
+    source_noise: float = 0.3  # std of the Gaussian added to the control or prior source (noise: N(0, I))
+
+    def __post_init__(self) -> None:
+        _one_of(self.source, "--source", SOURCES)
+        _real_in(self.source_noise, "--source-noise", 0, 10)
+        _real_in(self.time_scale, "time_scale", 0, open_low=True)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ModelConfig:
+        """A run's recorded model config; fields it predates take the value such runs were trained with."""
+        return cls(**{**LEGACY_MODEL_FIELDS, **raw})
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -195,6 +225,10 @@ class TrainConfig:
     t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
     latent_weight: float = 1.0  # weight of the latent MSE
     latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
+    source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
+    source_noise: float = 0.3  # std of the noise added to the control / prior source
+    pert_cells: int = 6  # cells per perturbation in a batch: it mixes batch_size // this perturbations (≥ 1)
+    residual_weight: float = 10.0  # penalty on each group's mean predicted velocity: keeps the learned residual small
     mmd_weight: float = 0.5  # γ, weight of the MMD² term
     cfg_dropout: float = 0.0  # perturbation label dropout (for classifier-free guidance)
     gene_subset: int | None = None  # random genes per step (None: the whole panel)
@@ -225,6 +259,10 @@ class TrainConfig:
         _one_of(self.t_dist, "t_dist", ("uniform", "logit_normal"))
         _real_in(self.latent_weight, "--latent-weight", 0)
         _one_of(self.latent_target, "--latent-target", ("clean", "velocity"))
+        _one_of(self.source, "--source", SOURCES)
+        _real_in(self.source_noise, "--source-noise", 0, 10)
+        _int_in(self.pert_cells, "--pert-cells", 2)  # the MMD of a perturbation needs 2 of its cells
+        _real_in(self.residual_weight, "--residual-weight", 0)
         _real_in(self.mmd_weight, "mmd_weight", 0)
         _real_in(self.cfg_dropout, "cfg_dropout", 0, 0.99)
         if self.gene_subset is not None:

@@ -83,7 +83,7 @@ def load_run(folder: Path, checkpoint: str = "last", device: torch.device | str 
         raise CCFMError(
             f"checkpoint {path} was trained on another gene panel than run {info.folder}; use a checkpoint of this run"
         )
-    model = build_model(ModelConfig(**payload["model_config"]))
+    model = build_model(ModelConfig.from_json(payload["model_config"]))
     model.load_state_dict(payload["ema"])
     model.eval().requires_grad_(False)
     return TrainedRun(

@@ -47,6 +47,7 @@ from pipeline.train_setup import (
     describe_run,
     gene_graph,
     prepare,
+    prior_shifts,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.model = build_model(self.setup.model).to(self.device)
         self.model.set_gene_graph(gene_graph(self.setup, self.setup.model.graph_k, self.cfg.seed).to(self.device))
+        if self.setup.model.source == "prior":
+            self.model.set_prior_shifts(prior_shifts(self.setup).to(self.device))
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg))
@@ -111,6 +114,7 @@ class Trainer:
             latent_weight=self.cfg.latent_weight,
             mmd_weight=self.cfg.mmd_weight,
             cfg_dropout=self.cfg.cfg_dropout,
+            residual_weight=self.cfg.residual_weight,
         )
 
     def state(self, step: int, run_info: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +148,7 @@ class Trainer:
             self.cfg.seed,
             self.ctx.rank,
             self.cfg.steps,
+            self.cfg.pert_cells,
         )
         return torch.utils.data.DataLoader(
             stream,
@@ -160,7 +165,7 @@ class Trainer:
         torch.manual_seed(step_seed(self.cfg.seed, batch.step, self.ctx.rank, "dropout"))
         generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, batch.step, self.ctx.rank, "noise"))
         batch = batch.to(self.device)
-        inputs = StepInputs(batch.target, batch.control, batch.genes, batch.pert, batch.latent)
+        inputs = StepInputs(batch.target, batch.control, batch.genes, batch.pert, batch.latent, batch.groups)
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         )
@@ -177,6 +182,7 @@ class Trainer:
             "expr_mse": terms.expr_mse.item(),
             "latent_mse": terms.latent_mse.item(),
             "mmd": terms.mmd.item(),
+            "residual": terms.residual.item(),
             "grad_norm": float(grad_norm),
             "lr": self.scheduler.get_last_lr()[0],
         }

@@ -21,6 +21,7 @@ from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import panel_columns
 from ccfm.data.splits import Split, make_split
 from ccfm.errors import CCFMError
+from ccfm.eval.baselines import TrainingEffects
 from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
 from ccfm.model.graph import coexpression_graph
@@ -54,15 +55,18 @@ class RunSetup:
     cells: TrainingCells
 
 
-def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) -> ModelConfig:
+def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int, n_panel: int) -> ModelConfig:
     if cfg.preset not in MODEL_PRESETS:
         raise CCFMError(f"unknown --preset {cfg.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
     return ModelConfig(
         n_genes=len(vocab.genes),
         n_drugs=len(vocab.drugs),
         latent_dim=latent_dim,
+        n_panel=n_panel,
         latent=cfg.latent,
         latent_target=cfg.latent_target,
+        source=cfg.source,
+        source_noise=cfg.source_noise,
         **MODEL_PRESETS[cfg.preset],
     )
 
@@ -93,7 +97,7 @@ def prepare(cfg: TrainConfig) -> RunSetup:
         columns=columns,
         split=split,
         vocab=vocab,
-        model=model_config(cfg, vocab, store.d_model),
+        model=model_config(cfg, vocab, store.d_model, len(genes)),
         cells=cells,
     )
 
@@ -108,6 +112,26 @@ def gene_graph(setup: RunSetup, k: int, seed: int) -> torch.Tensor:
     full = torch.eye(n, dtype=torch.bool)
     full[: panel.shape[0], : panel.shape[1]] = panel
     return full
+
+
+def prior_shifts(setup: RunSetup) -> torch.Tensor:
+    """(n_genes + n_drugs, G) the prior source's shift per perturbation token: the pseudobulk delta of the token's
+    training single against the control cells; a token without a training single gets the mean delta over all
+    training perturbations (the train_mean baseline's)."""
+    cells = setup.cells
+
+    def mean(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(cells.expression[rows].mean(axis=0), dtype=np.float64).ravel()  # (G,)
+
+    means = {label: mean(rows) for label, rows in cells.by_condition.items()}
+    effects = TrainingEffects.from_means(means, mean(cells.controls))
+    n_tokens = setup.model.n_genes + setup.model.n_drugs
+    table = np.tile(effects.mean_delta(), (n_tokens, 1))  # (T, G)
+    for label, tokens in cells.tokens.items():
+        filled = tokens[tokens >= 0]
+        if filled.size == 1:
+            table[filled[0]] = effects.deltas[label]
+    return torch.from_numpy(table.astype(np.float32))
 
 
 def describe_run(cfg: TrainConfig, setup: RunSetup) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import scanpy as sc
 from ccfm.config import SchemaOverrides, SimulateConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.simulate_combosciplex import DRUG_MECHANISM, simulate_combosciplex
-from ccfm.data.simulate_common import k562_baseline
+from ccfm.data.simulate_common import MODULE_RULES, k562_baseline
 from ccfm.data.simulate_norman import (
     INTERACTION_FRACTION,
     load_norman_metadata,
@@ -113,6 +113,7 @@ def test_planted_single_effects_show_with_their_signs(norman: ad.AnnData) -> Non
 def test_ground_truth_record(norman: ad.AnnData) -> None:
     sim = norman.uns["simulation"]
     assert norman.uns["stand_in"] and sim["simulated"] and "SIMULATED" in sim["description"]
+    assert sim["interaction_rule"] == "random"
     labels = list(sim["lfc_labels"])
     assert sim["lfc"].shape == (105 + 131, 5045) and sim["lfc"].dtype == np.float32
     assert set(_canonical(norman)) - {"ctrl"} == set(labels)  # A+ctrl and ctrl+A share one row
@@ -131,6 +132,26 @@ def test_ground_truth_record(norman: ad.AnnData) -> None:
         elif kind == "synergy":
             ratio = row[label][off_target] @ total[off_target] / (total[off_target] @ total[off_target])
             assert 1.5 <= ratio <= 2.0
+
+
+def test_modules_rule_ties_every_pair_to_its_members_modules() -> None:
+    adata = simulate_norman(0.001, 0, 2, interactions="modules")
+    sim = adata.uns["simulation"]
+    assert sim["interaction_rule"] == "modules" and len(sim["modules"]) == 105
+    row = {label: sim["lfc"][i] for i, label in enumerate(sim["lfc_labels"])}
+    symbol = {s: i for i, s in enumerate(adata.var["gene_name"])}
+    kinds = Counter()
+    for label, kind in sim["interactions"].items():
+        a, b = parse_condition(label).tokens
+        same = sim["modules"][a] == sim["modules"][b]
+        assert (kind == "additive") != same, label  # within a module non-additive, across additive
+        expected = MODULE_RULES[sim["modules"][a]] if same else ("additive", 1.0)
+        assert kind == expected[0]
+        off_target = np.ones(adata.n_vars, dtype=bool)
+        off_target[[symbol[a], symbol[b]]] = False
+        np.testing.assert_allclose(row[label][off_target], expected[1] * (row[a] + row[b])[off_target], atol=1e-5)
+        kinds[kind] += 1
+    assert kinds["additive"] < 131 and kinds["synergy"] and kinds["suppression"]  # every kind is planted
 
 
 def test_target_without_summary_gets_drawn_effects() -> None:

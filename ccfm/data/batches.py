@@ -96,6 +96,7 @@ class TrainBatch:
     latent: torch.Tensor | None  # (B, G, D) normalized latent of the target cells
     latent_covered: torch.Tensor | None  # (B, G) bool
     step: int
+    groups: torch.Tensor | None = None  # (B,) long: which of the batch's perturbations each cell is
 
     def to(self, device: torch.device) -> TrainBatch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
@@ -107,6 +108,7 @@ class TrainBatch:
             move(self.latent),
             move(self.latent_covered),
             self.step,
+            move(self.groups),
         )
 
 
@@ -118,7 +120,11 @@ class BatchFailure:
 
 
 class BatchStream(torch.utils.data.Dataset):
-    """Map-style dataset: item `step` is that step's batch. The latent source opens lazily per process."""
+    """Map-style dataset: item `step` is that step's batch. The latent source opens lazily per process.
+
+    A batch mixes batch_size // pert_cells training perturbations (at least one, distinct while there are
+    enough), each with an equal share of the batch's target cells, and as many random control cells.
+    """
 
     def __init__(
         self,
@@ -129,10 +135,12 @@ class BatchStream(torch.utils.data.Dataset):
         seed: int,
         rank: int = 0,
         steps: int = 0,
+        pert_cells: int | None = None,
     ) -> None:
         self.cells = cells
         self.source_spec = source_spec  # an object with .open() -> LatentSource, or None (latent "none")
         self.batch_size = batch_size
+        self.n_groups = max(1, batch_size // pert_cells) if pert_cells else 1
         self.gene_subset = gene_subset
         self.seed = seed
         self.rank = rank
@@ -143,8 +151,9 @@ class BatchStream(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.steps
 
-    def _pick(self, rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
-        return rng.choice(pool, size=self.batch_size, replace=pool.size < self.batch_size)
+    @staticmethod
+    def _pick(rng: np.random.Generator, pool: np.ndarray, size: int) -> np.ndarray:
+        return rng.choice(pool, size=size, replace=pool.size < size)
 
     def __getitem__(self, step: int) -> TrainBatch | BatchFailure:
         """That step's batch; a user-facing problem (a damaged store, ...) comes back as a BatchFailure, which
@@ -156,9 +165,15 @@ class BatchStream(torch.utils.data.Dataset):
 
     def _batch(self, step: int) -> TrainBatch:
         rng = np.random.default_rng([self.seed, step, self.rank])
-        condition = self.conditions[int(rng.integers(len(self.conditions)))]
-        target_rows = np.sort(self._pick(rng, self.cells.by_condition[condition]))
-        control_rows = self._pick(rng, self.cells.controls)
+        n_groups = min(self.n_groups, len(self.conditions))
+        picked = rng.choice(len(self.conditions), size=n_groups, replace=False)
+        sizes = [len(part) for part in np.array_split(np.arange(self.batch_size), n_groups)]
+        conditions = [self.conditions[int(i)] for i in picked]
+        target_rows = np.concatenate(
+            [np.sort(self._pick(rng, self.cells.by_condition[c], n)) for c, n in zip(conditions, sizes, strict=True)]
+        )  # (B,) grouped by perturbation
+        groups = np.repeat(np.arange(n_groups), sizes)  # (B,)
+        control_rows = self._pick(rng, self.cells.controls, self.batch_size)
         n_genes = self.cells.expression.shape[1]
         genes = np.arange(n_genes)
         if self.gene_subset is not None and self.gene_subset < n_genes:
@@ -172,7 +187,7 @@ class BatchStream(torch.utils.data.Dataset):
             got = self._source.get(self.cells.obs_names[target_rows].tolist(), target)
             latent = torch.from_numpy(got.features[:, genes])  # (B, G', D)
             covered = torch.from_numpy(got.covered[:, genes])  # (B, G')
-        pert = np.repeat(self.cells.tokens[condition][None, :], self.batch_size, axis=0)  # (B, P)
+        pert = np.stack([self.cells.tokens[conditions[g]] for g in groups])  # (B, P)
         return TrainBatch(
             target=torch.from_numpy(target[:, genes]),
             control=torch.from_numpy(control[:, genes]),
@@ -181,4 +196,5 @@ class BatchStream(torch.utils.data.Dataset):
             latent=latent,
             latent_covered=covered,
             step=step,
+            groups=torch.from_numpy(groups),
         )

@@ -254,6 +254,34 @@ def plan_interactions(
     return plan
 
 
+#: The "modules" rule: how many hidden modules the perturbed tokens fall in, and each module's rule for a pair
+#: of its own members (pairs across modules add). Learnable: a training double of two members of a module shows
+#: the module's rule, which then holds for every unmeasured pair of members.
+N_MODULES = 4
+MODULE_RULES: tuple[tuple[InteractionKind, float], ...] = (
+    ("synergy", 1.8),
+    ("suppression", 0.4),
+    ("synergy", 1.8),
+    ("suppression", 0.4),
+)
+
+
+def module_interactions(
+    pairs: Sequence[tuple[str, str, str]], tokens: Sequence[str], rng: np.random.Generator
+) -> tuple[dict[str, Interaction], dict[str, int]]:
+    """({pair label: Interaction}, {token: module}): each token joins one of N_MODULES modules at random; a pair
+    of two members of one module follows its module's rule, any other pair is additive."""
+    module = {token: int(m) for token, m in zip(sorted(tokens), rng.integers(N_MODULES, size=len(tokens)), strict=True)}
+    plan: dict[str, Interaction] = {}
+    for label, a, b in pairs:
+        if module[a] == module[b]:
+            kind, factor = MODULE_RULES[module[a]]
+            plan[label] = Interaction(kind, factor=factor)
+        else:
+            plan[label] = Interaction("additive")
+    return plan, module
+
+
 def combine_pair(lfc_a: np.ndarray, lfc_b: np.ndarray, a: str, interaction: Interaction) -> np.ndarray:
     """(G,) log-fold change of pair (a, b) from its singles' (G,) vectors, following `interaction`."""
     if interaction.kind in ("synergy", "suppression"):
@@ -297,9 +325,13 @@ def simulation_record(
     lfc: np.ndarray,
     planted_up: dict[str, list[str]],
     planted_down: dict[str, list[str]],
+    modules: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The ground truth written to `uns['simulation']`, in types h5ad can store."""
+    """The ground truth written to `uns['simulation']`, in types h5ad can store; `modules` for the "modules"
+    interaction rule (None: interactions drawn at random per pair)."""
+    rule = {"interaction_rule": "random"} if modules is None else {"interaction_rule": "modules", "modules": modules}
     return {
+        **rule,
         "simulated": True,
         "description": description,
         "seed": int(seed),

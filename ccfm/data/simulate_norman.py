@@ -42,6 +42,7 @@ from ccfm.data.simulate_common import (
     check_size_arguments,
     combine_pair,
     k562_baseline,
+    module_interactions,
     plan_interactions,
     rank_magnitudes,
     read_resource_csv,
@@ -106,6 +107,7 @@ class PlantedEffects:
     up: dict[str, list[str]]  # single target -> planted up genes (var_names)
     down: dict[str, list[str]]  # single target -> planted down genes (var_names)
     plan: dict[str, Interaction]  # double label -> planted interaction
+    modules: dict[str, int] | None = None  # "modules" rule: target -> its hidden module
 
 
 def _strength(summaries: pd.DataFrame, targets: list[str]) -> dict[str, float]:
@@ -173,20 +175,27 @@ def single_effects(
     return lfc, up, down
 
 
-def planted_effects(meta: NormanMetadata, baseline: GeneBaseline, rng: np.random.Generator) -> PlantedEffects:
-    """Singles from the real summaries; doubles as planned combinations of their singles."""
+def planted_effects(
+    meta: NormanMetadata, baseline: GeneBaseline, rng: np.random.Generator, interactions: str = "random"
+) -> PlantedEffects:
+    """Singles from the real summaries; doubles as planned combinations of their singles: a random 30 % of
+    pairs non-additive (`random`, unpredictable for an unmeasured pair), or by hidden modules (`modules`)."""
     singles, up, down = single_effects(meta, baseline, rng)
     position = meta.position
     doubles = sorted({parse_condition(c).label for c in meta.conditions["condition"]} - set(singles) - {"ctrl"})
     pairs = [(label, *parse_condition(label).tokens) for label in doubles]
-    plan = plan_interactions(pairs, INTERACTION_FRACTION, rng)
+    modules = None
+    if interactions == "modules":
+        plan, modules = module_interactions(pairs, meta.targets, rng)
+    else:
+        plan = plan_interactions(pairs, INTERACTION_FRACTION, rng)
     lfc = dict(singles)
     for label, a, b in pairs:
         combined = combine_pair(singles[a], singles[b], a, plan[label])  # (G,)
         for token in (a, b):  # the guides' own CRISPRa effect is not subject to the interaction
             combined[position[token]] = singles[token][position[token]]
         lfc[label] = combined
-    return PlantedEffects(lfc=lfc, up=up, down=down, plan=plan)
+    return PlantedEffects(lfc=lfc, up=up, down=down, plan=plan, modules=modules)
 
 
 def _norman_obs(labels: np.ndarray, barcodes: np.ndarray) -> pd.DataFrame:
@@ -206,7 +215,7 @@ def _norman_obs(labels: np.ndarray, barcodes: np.ndarray) -> pd.DataFrame:
     return obs
 
 
-def simulate_norman(scale: float, seed: int, min_cells: int) -> ad.AnnData:
+def simulate_norman(scale: float, seed: int, min_cells: int, interactions: str = "random") -> ad.AnnData:
     """A GEARS-format Norman-shaped stand-in: (N, 5,045) log1p X, raw `layers['counts']`, ground truth in uns.
 
     N = sum over the 284 real conditions of max(min_cells, round(real cells * scale)). The planted
@@ -228,7 +237,7 @@ def simulate_norman(scale: float, seed: int, min_cells: int) -> ad.AnnData:
         library=NORMAN_LIBRARY,
         response_cv=RESPONSE_CV,
     )
-    effects = planted_effects(meta, baseline, effects_rng)
+    effects = planted_effects(meta, baseline, effects_rng, interactions)
     no_effect = np.zeros(len(meta.var))
     blocks, labels = [], []
     for condition, n_real in meta.conditions.itertuples(index=False):
@@ -251,6 +260,7 @@ def simulate_norman(scale: float, seed: int, min_cells: int) -> ad.AnnData:
         lfc=np.stack([effects.lfc[label] for label in rows]),
         planted_up=effects.up,
         planted_down=effects.down,
+        modules=effects.modules,
     )
     adata.uns["stand_in"] = True
     return adata

@@ -41,7 +41,7 @@ def generate_cells(
     """
     b, g = control.shape
     genes = torch.arange(g, device=control.device)  # (G,) the panel is the first G gene ids
-    x0 = gaussian_noise((b, g), generator, control.device)  # (B, G)
+    x0 = model.flow_source(control, pert, genes, gaussian_noise((b, g), generator, control.device))  # (B, G)
     z0 = None
     if model.cfg.latent == "scgpt":
         z0 = gaussian_noise((b, g, model.cfg.latent_dim), generator, control.device)  # (B, G, D)
@@ -65,5 +65,5 @@ def generate_from_latent(
     With the measured latents of real perturbed cells this shows what a perfect stage 1 would give.
     """
     genes = torch.arange(control.shape[1], device=control.device)  # (G,)
-    x0 = gaussian_noise(tuple(control.shape), generator, control.device)  # (B, G)
+    x0 = model.flow_source(control, pert, genes, gaussian_noise(tuple(control.shape), generator, control.device))
     return sample_expression(_velocity(model, control, genes, pert), x0, latent, cfg)

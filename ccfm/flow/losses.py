@@ -21,10 +21,11 @@ _MIN_BANDWIDTH = 1e-8  # keeps σ² positive when all targets coincide
 class LossTerms:
     """One batch's loss and its parts (all scalar tensors but the counts)."""
 
-    total: Tensor  # expr_mse + latent_weight · latent_mse + mmd_weight · mmd
+    total: Tensor  # expr_mse + latent_weight · latent_mse + mmd_weight · mmd + residual_weight · residual
     expr_mse: Tensor  # expression velocity MSE over expression-training samples
     latent_mse: Tensor  # latent velocity MSE over latent-first samples (covered positions if masked)
-    mmd: Tensor  # unbiased MMD² between one-step estimates and the target batch
+    mmd: Tensor  # unbiased MMD² between one-step estimates and the targets, averaged over perturbations
+    residual: Tensor  # squared mean predicted expression velocity per perturbation, averaged (0 if unweighted)
     n_expr: int  # samples that trained expression
     n_latent: int  # samples that trained the latent
 
@@ -83,6 +84,28 @@ def _latent_mse(pred: Tensor, target: Tensor, latent_first: Tensor, mask: Tensor
     return _mean_or_zero(err, pred)
 
 
+def _per_perturbation(
+    v_hat: Tensor, x_t: Tensor, t: Tensor, x1: Tensor, trained_groups: Tensor, groups: Tensor, want_residual: bool
+) -> tuple[Tensor, Tensor]:
+    """MMD² and squared mean velocity, each averaged over the perturbations (groups) of the batch.
+
+    v_hat, x_t: (B_expr, G) of the expression samples, t: (B_expr,), trained_groups: (B_expr,); x1: (B, G) and
+    groups: (B,) over the whole batch (every cell is a target of its perturbation).
+    """
+    mmds, residuals = [], []
+    for group in torch.unique(trained_groups).tolist():
+        mine = trained_groups == group  # (B_expr,)
+        if want_residual:
+            residuals.append(v_hat[mine].mean(dim=0).pow(2).mean())
+        if int(mine.sum()) >= 2:
+            x1_hat = x_t[mine] + (1 - t[mine])[:, None] * v_hat[mine]  # (n, G)
+            mmds.append(mmd2_unbiased(x1_hat, x1[groups == group]))
+    zero = v_hat.sum() * 0.0
+    mmd = torch.stack(mmds).mean() if mmds else zero
+    residual = torch.stack(residuals).mean() if residuals else zero
+    return mmd, residual
+
+
 def _check_shapes(
     v_expr_pred: Tensor, v_expr_target: Tensor, x_t: Tensor, x1: Tensor, t_expr: Tensor, latent_first: Tensor
 ) -> None:
@@ -112,6 +135,8 @@ def cascade_loss(
     latent_weight: float = 1.0,
     mmd_weight: float = 0.5,
     latent_mask: Tensor | None = None,
+    groups: Tensor | None = None,
+    residual_weight: float = 0.0,
 ) -> LossTerms:
     """The cascaded flow-matching loss of one batch.
 
@@ -119,8 +144,11 @@ def cascade_loss(
     v_latent_pred, v_latent_target: (B, G, D), or both None for a model without a latent stream (then
     every sample trains expression); latent_mask: (B, G) bool, True where the scGPT latent is covered.
     Expression MSE averages over samples with ~latent_first, latent MSE over latent-first samples.
-    MMD² compares the one-step estimates x̂1 = x_t + (1 − t)·v̂ of the expression samples with the whole
-    target batch x1 (all B cells are cells of the batch's perturbation); it is 0 with < 2 expression samples.
+    groups: (B,) long, which perturbation each cell belongs to (None: all one perturbation). Per perturbation,
+    MMD² compares the one-step estimates x̂1 = x_t + (1 − t)·v̂ of its expression samples with its target cells
+    x1 (0 with < 2 expression samples), and `residual` is the squared mean of its predicted velocities over
+    genes — with a prior source that mean is the learned residual over the prior, which the penalty keeps
+    small unless the data pull it away. Both are averaged over perturbations.
     """
     _check_shapes(v_expr_pred, v_expr_target, x_t, x1, t_expr, latent_first)
     if (v_latent_pred is None) != (v_latent_target is None):
@@ -139,17 +167,15 @@ def cascade_loss(
     v_hat = v_expr_pred[trains_expr].float()  # (B_expr, G)
     expr_mse = _mean_or_zero((v_hat - v_expr_target[trains_expr].float()).pow(2), v_expr_pred)
     n_expr = int(trains_expr.sum())
-    if n_expr >= 2:
-        t_b = t_expr[trains_expr].float()[:, None]  # (B_expr, 1)
-        x1_hat = x_t[trains_expr].float() + (1 - t_b) * v_hat  # (B_expr, G)
-        mmd = mmd2_unbiased(x1_hat, x1.float())
-    else:
-        mmd = expr_mse * 0.0
+    groups = torch.zeros_like(t_expr, dtype=torch.long) if groups is None else groups
+    mmd, residual = _per_perturbation(v_hat, x_t[trains_expr].float(), t_expr[trains_expr].float(), x1.float(),
+                                      groups[trains_expr], groups, residual_weight > 0)  # fmt: skip
     return LossTerms(
-        total=expr_mse + latent_weight * latent_mse + mmd_weight * mmd,
+        total=expr_mse + latent_weight * latent_mse + mmd_weight * mmd + residual_weight * residual,
         expr_mse=expr_mse,
         latent_mse=latent_mse,
         mmd=mmd,
+        residual=residual,
         n_expr=n_expr,
         n_latent=v_expr_pred.shape[0] - n_expr,
     )

@@ -22,6 +22,7 @@ class ObjectiveConfig:
     latent_weight: float = 1.0  # weight of the latent MSE
     mmd_weight: float = 0.5  # γ, weight of the MMD² term
     cfg_dropout: float = 0.0  # probability of replacing a sample's perturbation with the null label
+    residual_weight: float = 0.0  # penalty on each perturbation's mean predicted velocity (prior source only)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class StepInputs:
     genes: Tensor  # (G,) long gene-vocabulary ids
     pert: Tensor  # (B, P) long perturbation tokens
     latent: Tensor | None  # (B, G, D) z1, the target cells' normalized latent; None for latent "none"
+    groups: Tensor | None = None  # (B,) long, which of the batch's perturbations each cell is (None: one)
 
 
 def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, generator: torch.Generator) -> LossTerms:
@@ -47,7 +49,9 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
     use_latent = batch.latent is not None
     sample_times = cascaded_time_sample if use_latent else expression_only_time_sample
     times = sample_times(b, cfg.times, generator, device)
-    x0 = gaussian_noise(tuple(batch.target.shape), generator, device)  # (B, G)
+    noise = gaussian_noise(tuple(batch.target.shape), generator, device)  # (B, G)
+    core = getattr(model, "module", model)  # the model itself under DistributedDataParallel
+    x0 = core.flow_source(batch.control, batch.pert, batch.genes, noise)  # (B, G) as sampling starts
     expr = linear_path(x0, batch.target, times.t_expr)
     latent = None
     if use_latent:
@@ -76,4 +80,6 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
         batch.target,
         latent_weight=cfg.latent_weight,
         mmd_weight=cfg.mmd_weight,
+        groups=batch.groups,
+        residual_weight=cfg.residual_weight if core.cfg.source == "prior" else 0.0,
     )

@@ -30,6 +30,7 @@ from ccfm.model.embeddings import (
 )
 from ccfm.model.graph import GeneEncoder
 from ccfm.model.heads import ExpressionHead, LatentHead
+from ccfm.model.source import FlowSource
 
 
 @dataclass
@@ -99,6 +100,13 @@ def _check_inputs(cfg: ModelConfig, inputs: FlowInputs) -> None:
     _expect_shape("z_t", inputs.z_t, (b, g, cfg.latent_dim), "B × G × D, D = cfg.latent_dim")
 
 
+def target_mask(genes: Tensor, pert: Tensor) -> Tensor:
+    """(B, G) bool: True where token g of cell b is one of the genes its perturbation targets.
+
+    genes: (G,) gene ids; pert: (B, P) tokens (drug ids ≥ n_genes and empty slots −1 match no gene)."""
+    return (genes[None, :, None] == pert[:, None, :]).any(dim=-1)  # (B, G)
+
+
 #: latent_target "clean": 1 − t is clamped at this when a predicted clean latent becomes a velocity (JiT's 0.05).
 MIN_LATENT_GAP = 0.05
 
@@ -121,19 +129,30 @@ class CascadedFlowModel(nn.Module):
         self.control_encoder = ValueEncoder(hidden, cfg.value_clamp)
         self.fusion = TokenFusion(hidden)
         self.pert_embedder = PerturbationEmbedder(cfg.n_genes, cfg.n_drugs, hidden)
-        self.t_expr_embedder = TimestepEmbedder(hidden)
+        self.source = FlowSource(cfg.source, cfg.source_noise, cfg.n_genes + cfg.n_drugs, cfg.n_panel)
+        if cfg.target_flag:  # added to the tokens of the perturbed genes themselves
+            self.target_embedding = nn.Parameter(torch.randn(hidden))
+        self.t_expr_embedder = TimestepEmbedder(hidden, scale=cfg.time_scale)
         self.layers = nn.ModuleList(
             [BackboneLayer(hidden, cfg.heads, depth, cfg.dropout) for depth in range(cfg.layers)]
         )
         self.expr_head = ExpressionHead(hidden)
         if cfg.latent == "scgpt":
-            self.t_latent_embedder = TimestepEmbedder(hidden)
+            self.t_latent_embedder = TimestepEmbedder(hidden, scale=cfg.time_scale)
             self.latent_embedder = LatentEmbedder(cfg.latent_dim, cfg.latent_bottleneck, hidden)
             self.latent_head = LatentHead(hidden, cfg.heads, cfg.latent_dim, cfg.latent_head_blocks)
 
     @property
     def has_latent(self) -> bool:
         return self.cfg.latent == "scgpt"
+
+    def flow_source(self, control: Tensor, pert: Tensor, genes: Tensor, noise: Tensor) -> Tensor:
+        """x0 (B, G) of the expression flow (ccfm/model/source.py), the same in training and sampling."""
+        return self.source(control, pert, genes, noise)
+
+    def set_prior_shifts(self, shift: Tensor) -> None:
+        """shift: (n_genes + n_drugs, n_panel) mean training shift of each token's single; stored in the state_dict."""
+        self.source.set_shifts(shift)
 
     def set_gene_graph(self, adjacency: Tensor) -> None:
         """adjacency: (n_genes, n_genes) bool with self-loops; stored in the state_dict."""
@@ -146,6 +165,9 @@ class CascadedFlowModel(nn.Module):
         control_tokens = self.control_encoder(inputs.control) + gene_tokens  # (B, G, H)
         state_tokens = self.state_encoder(inputs.x_t) + gene_tokens  # (B, G, H)
         tokens = self.fusion(state_tokens, control_tokens)  # (B, G, H)
+        if self.cfg.target_flag:
+            is_target = target_mask(inputs.genes, inputs.pert)[..., None].to(tokens.dtype)  # (B, G, 1)
+            tokens = tokens + is_target * self.target_embedding  # (B, G, H)
         pert = self.pert_embedder(inputs.pert, self.gene_encoder.embedding.weight)  # (B, H)
         c = self.t_expr_embedder(_batch_time("t_expr", inputs.t_expr, b)) + pert  # (B, H)
         if self.has_latent:

@@ -29,16 +29,21 @@ def timestep_features(t: Tensor, dim: int = TIMESTEP_FEATURES, max_period: float
 
 
 class TimestepEmbedder(nn.Module):
-    """Flow time → sinusoidal features → MLP → (B, H)."""
+    """Flow time × `scale` → sinusoidal features → MLP → (B, H).
 
-    def __init__(self, hidden: int, features: int = TIMESTEP_FEATURES) -> None:
+    With the 10,000 period, raw t in [0, 1] turns only the first quarter of the frequencies through more than
+    a tenth of a radian; DiT's t in [0, 1000] (scale 1000) spreads them over the whole range.
+    """
+
+    def __init__(self, hidden: int, features: int = TIMESTEP_FEATURES, scale: float = 1.0) -> None:
         super().__init__()
         self.features = features
+        self.scale = scale
         self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: Tensor) -> Tensor:
         """t: (B,) in [0, 1]. Returns (B, H)."""
-        features = timestep_features(t, self.features).to(self.mlp[0].weight.dtype)  # (B, 256)
+        features = timestep_features(t * self.scale, self.features).to(self.mlp[0].weight.dtype)  # (B, 256)
         return self.mlp(features)  # (B, H)
 
 
