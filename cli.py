@@ -286,6 +286,15 @@ def train(
     residual_weight: Annotated[
         float, typer.Option(help="Penalty on the learned residual over the prior (prior source).")
     ] = 10.0,
+    target_flag: Annotated[
+        bool, typer.Option("--target-flag/--no-target-flag", help="Perturbed genes' tokens carry a target vector.")
+    ] = True,
+    shift_tokens: Annotated[
+        bool, typer.Option("--shift-tokens/--no-shift-tokens", help="Tokens read their gene's prior shift.")
+    ] = True,
+    coupling: Annotated[
+        str, typer.Option(help="Source-target pairing: independent, or ot (minibatch OT per perturbation).")
+    ] = "independent",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
@@ -328,6 +337,9 @@ def train(
                 source_noise=source_noise,
                 pert_cells=pert_cells,
                 residual_weight=residual_weight,
+                coupling=coupling,  # type: ignore[arg-type]
+                target_flag=target_flag,
+                shift_tokens=shift_tokens,
                 checkpoint_every=checkpoint_every,
                 workers=workers,
                 device=device,

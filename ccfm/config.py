@@ -149,8 +149,8 @@ class ExtractConfig:
 SOURCES = ("noise", "control", "prior")
 #: Model fields added after the first runs were written, with the behaviour those runs had.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {
-    "n_panel": 0,
     "target_flag": False,
+    "shift_tokens": False,
     "time_scale": 1.0,
     "source": "noise",
     "source_noise": 1.0,
@@ -163,7 +163,6 @@ class ModelConfig:
 
     n_genes: int  # gene vocabulary: panel genes + perturbed genes outside the panel
     n_drugs: int = 0  # drug table size (0 for CRISPR data)
-    n_panel: int = 0  # G, the panel genes (gene ids 0..n_panel-1); the prior source's shift table covers them
     latent_dim: int = 512  # D, scGPT feature width (unused when latent == "none")
     latent: Literal["scgpt", "none"] = "scgpt"  # "none" is the scDFM-equivalent ablation
     d_model: int = 128  # H, hidden width
@@ -176,6 +175,7 @@ class ModelConfig:
     graph_k: int = 30  # neighbours per gene in the co-expression graph
     value_clamp: float = 512.0  # value encoders clamp inputs at this
     target_flag: bool = True  # a perturbed gene's own token carries a learned "target" vector (as GEARS, scGPT)
+    shift_tokens: bool = True  # each token also reads its gene's prior shift Σ Δ(token) (genes and drugs alike)
     time_scale: float = 1000.0  # flow time × this before the sinusoids: raw t in [0, 1] moves a quarter of them
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0 (ccfm/model/source.py)
     source_noise: float = 0.3  # std of the Gaussian added to the control or prior source (noise: N(0, I))
@@ -227,8 +227,11 @@ class TrainConfig:
     latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
     source_noise: float = 0.3  # std of the noise added to the control / prior source
+    target_flag: bool = True  # the perturbed genes' own tokens carry a learned target vector
+    shift_tokens: bool = True  # every token reads its gene's prior shift under the perturbation
     pert_cells: int = 6  # cells per perturbation in a batch: it mixes batch_size // this perturbations (≥ 1)
     residual_weight: float = 10.0  # penalty on each group's mean predicted velocity: keeps the learned residual small
+    coupling: Literal["independent", "ot"] = "independent"  # source→target pairing (ccfm/flow/coupling.py)
     mmd_weight: float = 0.5  # γ, weight of the MMD² term
     cfg_dropout: float = 0.0  # perturbation label dropout (for classifier-free guidance)
     gene_subset: int | None = None  # random genes per step (None: the whole panel)
@@ -263,6 +266,7 @@ class TrainConfig:
         _real_in(self.source_noise, "--source-noise", 0, 10)
         _int_in(self.pert_cells, "--pert-cells", 2)  # the MMD of a perturbation needs 2 of its cells
         _real_in(self.residual_weight, "--residual-weight", 0)
+        _one_of(self.coupling, "--coupling", ("independent", "ot"))
         _real_in(self.mmd_weight, "mmd_weight", 0)
         _real_in(self.cfg_dropout, "cfg_dropout", 0, 0.99)
         if self.gene_subset is not None:

@@ -103,7 +103,7 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.model = build_model(self.setup.model).to(self.device)
         self.model.set_gene_graph(gene_graph(self.setup, self.setup.model.graph_k, self.cfg.seed).to(self.device))
-        if self.setup.model.source == "prior":
+        if self.model.has_prior_shifts:
             self.model.set_prior_shifts(prior_shifts(self.setup).to(self.device))
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
@@ -115,6 +115,7 @@ class Trainer:
             mmd_weight=self.cfg.mmd_weight,
             cfg_dropout=self.cfg.cfg_dropout,
             residual_weight=self.cfg.residual_weight,
+            coupling=self.cfg.coupling,
         )
 
     def state(self, step: int, run_info: dict[str, Any]) -> dict[str, Any]:

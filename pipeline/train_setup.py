@@ -55,18 +55,19 @@ class RunSetup:
     cells: TrainingCells
 
 
-def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int, n_panel: int) -> ModelConfig:
+def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) -> ModelConfig:
     if cfg.preset not in MODEL_PRESETS:
         raise CCFMError(f"unknown --preset {cfg.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
     return ModelConfig(
         n_genes=len(vocab.genes),
         n_drugs=len(vocab.drugs),
         latent_dim=latent_dim,
-        n_panel=n_panel,
         latent=cfg.latent,
         latent_target=cfg.latent_target,
         source=cfg.source,
         source_noise=cfg.source_noise,
+        target_flag=cfg.target_flag,
+        shift_tokens=cfg.shift_tokens,
         **MODEL_PRESETS[cfg.preset],
     )
 
@@ -97,7 +98,7 @@ def prepare(cfg: TrainConfig) -> RunSetup:
         columns=columns,
         split=split,
         vocab=vocab,
-        model=model_config(cfg, vocab, store.d_model, len(genes)),
+        model=model_config(cfg, vocab, store.d_model),
         cells=cells,
     )
 
@@ -115,9 +116,10 @@ def gene_graph(setup: RunSetup, k: int, seed: int) -> torch.Tensor:
 
 
 def prior_shifts(setup: RunSetup) -> torch.Tensor:
-    """(n_genes + n_drugs, G) the prior source's shift per perturbation token: the pseudobulk delta of the token's
-    training single against the control cells; a token without a training single gets the mean delta over all
-    training perturbations (the train_mean baseline's)."""
+    """(n_genes + n_drugs, n_genes) the prior shift of each perturbation token on each gene of the model's vocabulary:
+    the pseudobulk delta of the token's training single against the control cells on the panel (the first G
+    ids); a token without a training single gets the mean delta over all training perturbations (train_mean's).
+    Genes outside the panel are never expression tokens: their columns stay 0."""
     cells = setup.cells
 
     def mean(rows: np.ndarray) -> np.ndarray:
@@ -125,13 +127,14 @@ def prior_shifts(setup: RunSetup) -> torch.Tensor:
 
     means = {label: mean(rows) for label, rows in cells.by_condition.items()}
     effects = TrainingEffects.from_means(means, mean(cells.controls))
-    n_tokens = setup.model.n_genes + setup.model.n_drugs
-    table = np.tile(effects.mean_delta(), (n_tokens, 1))  # (T, G)
+    n_tokens, n_panel = setup.model.n_genes + setup.model.n_drugs, cells.expression.shape[1]
+    table = np.zeros((n_tokens, setup.model.n_genes), dtype=np.float32)  # (T, n_genes)
+    table[:, :n_panel] = effects.mean_delta()
     for label, tokens in cells.tokens.items():
         filled = tokens[tokens >= 0]
         if filled.size == 1:
-            table[filled[0]] = effects.deltas[label]
-    return torch.from_numpy(table.astype(np.float32))
+            table[filled[0], :n_panel] = effects.deltas[label]
+    return torch.from_numpy(table)
 
 
 def describe_run(cfg: TrainConfig, setup: RunSetup) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 from ccfm.config import LEGACY_MODEL_FIELDS, MODEL_PRESETS, ModelConfig, TrainConfig
 from ccfm.data.batches import BatchStream, TrainingCells
 from ccfm.errors import CCFMError
+from ccfm.flow.coupling import ot_pairing
 from ccfm.flow.generation import generate_cells
 from ccfm.flow.losses import cascade_loss, mmd2_unbiased
 from ccfm.flow.sampling import SamplerConfig
@@ -61,14 +62,14 @@ def test_a_fresh_model_samples_the_prior_exactly() -> None:
     """Zero-initialized heads predict zero velocity: with the prior source a fresh model returns
     clamp(control + Δa + Δb + σ·noise), the additive baseline plus the source noise."""
     torch.manual_seed(0)
-    cfg = ModelConfig(n_genes=T, n_panel=G, latent="none", source="prior", source_noise=0.2, **MODEL_PRESETS["tiny"])
+    cfg = ModelConfig(n_genes=T, latent="none", source="prior", source_noise=0.2, **MODEL_PRESETS["tiny"])
     model = build_model(cfg).eval()
-    table = torch.randn(T, G)
+    table = torch.cat([torch.randn(T, G), torch.zeros(T, T - G)], dim=1)  # 2 genes outside the panel
     model.set_prior_shifts(table)
     control, pert = torch.rand(4, G), torch.tensor([[1, 2], [3, -1], [0, 4], [2, -1]])
     sample = generate_cells(model, control, pert, torch.Generator().manual_seed(3), SamplerConfig("euler", 4, 4))
     noise = torch.randn(4, G, generator=torch.Generator().manual_seed(3))
-    shift = torch.stack([table[[i for i in row.tolist() if i >= 0]].sum(0) for row in pert])
+    shift = torch.stack([table[[i for i in row.tolist() if i >= 0], :G].sum(0) for row in pert])
     torch.testing.assert_close(sample.expression, (control + shift + 0.2 * noise).clamp_min(0))
 
 
@@ -81,12 +82,13 @@ def test_prior_shifts_are_the_singles_deltas_and_the_mean_delta_elsewhere() -> N
         controls=np.array([0, 4]),
         tokens={"A": np.array([0, -1]), "B": np.array([1, -1]), "A+C": np.array([0, 2])},
     )
-    setup = SimpleNamespace(cells=cells, model=SimpleNamespace(n_genes=4, n_drugs=0))
-    table = prior_shifts(setup).numpy()  # (4 tokens, 5 genes)
+    setup = SimpleNamespace(cells=cells, model=SimpleNamespace(n_genes=6, n_drugs=0))  # 5 panel genes + 1 more
+    table = prior_shifts(setup).numpy()  # (6 tokens, 6 genes)
     control = rows[[0, 4]].mean(0)
     delta = {"A": rows[1] - control, "B": rows[2] - control, "A+C": rows[3] - control}
     mean = np.mean(list(delta.values()), axis=0)
-    np.testing.assert_allclose(table, np.stack([delta["A"], delta["B"], mean, mean]), rtol=1e-6)
+    np.testing.assert_allclose(table[:, :5], np.stack([delta["A"], delta["B"], mean, mean, mean, mean]), rtol=1e-6)
+    assert not table[:, 5].any()  # a gene outside the panel is never an expression token
 
 
 def test_batches_mix_perturbations_in_equal_groups() -> None:
@@ -153,3 +155,15 @@ def test_train_config_checks_the_new_knobs() -> None:
     ):
         with pytest.raises(CCFMError, match=re.escape(match)):
             TrainConfig(**base, **{field: value})
+
+
+def test_ot_pairing_undoes_a_shuffle_within_each_perturbation() -> None:
+    torch.manual_seed(0)
+    x0 = torch.randn(9, G) * 5
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    shuffle = torch.tensor([2, 0, 1, 6, 5, 3, 4, 8, 7])  # targets: the sources, permuted within groups
+    x1 = x0[shuffle] + 0.01 * torch.randn(9, G)
+    perm = ot_pairing(x0, x1, groups)
+    torch.testing.assert_close(x1[perm], x0, atol=0.05, rtol=0)  # each source meets its own target
+    assert torch.equal(groups[perm], groups)  # nobody changes perturbation
+    assert torch.equal(ot_pairing(x0, x0, None), torch.arange(9))

@@ -276,6 +276,7 @@ def test_backward_reaches_the_backbone() -> None:
     cfg = tiny_cfg()
     model = build_model(cfg)
     unzero_all(model)
+    model.set_prior_shifts(torch.randn(cfg.n_genes, cfg.n_genes))  # shift tokens read a non-zero table
     out = model(make_inputs(cfg))
     (out.expr_velocity.square().mean() + out.latent_velocity.square().mean()).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ccfm.flow.coupling import ot_pairing
 from ccfm.flow.losses import LossTerms, cascade_loss
 from ccfm.flow.path import gaussian_noise, linear_path
 from ccfm.flow.sampling import label_dropout
@@ -23,6 +24,7 @@ class ObjectiveConfig:
     mmd_weight: float = 0.5  # γ, weight of the MMD² term
     cfg_dropout: float = 0.0  # probability of replacing a sample's perturbation with the null label
     residual_weight: float = 0.0  # penalty on each perturbation's mean predicted velocity (prior source only)
+    coupling: str = "independent"  # source-target pairing: as drawn, or minibatch OT per perturbation (coupling.py)
 
 
 @dataclass
@@ -52,6 +54,10 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
     noise = gaussian_noise(tuple(batch.target.shape), generator, device)  # (B, G)
     core = getattr(model, "module", model)  # the model itself under DistributedDataParallel
     x0 = core.flow_source(batch.control, batch.pert, batch.genes, noise)  # (B, G) as sampling starts
+    if cfg.coupling == "ot":  # targets (and their latents) reordered within each perturbation
+        perm = ot_pairing(x0, batch.target, batch.groups)
+        batch = StepInputs(batch.target[perm], batch.control, batch.genes, batch.pert,
+                           None if batch.latent is None else batch.latent[perm], batch.groups)  # fmt: skip
     expr = linear_path(x0, batch.target, times.t_expr)
     latent = None
     if use_latent:

@@ -129,7 +129,11 @@ class CascadedFlowModel(nn.Module):
         self.control_encoder = ValueEncoder(hidden, cfg.value_clamp)
         self.fusion = TokenFusion(hidden)
         self.pert_embedder = PerturbationEmbedder(cfg.n_genes, cfg.n_drugs, hidden)
-        self.source = FlowSource(cfg.source, cfg.source_noise, cfg.n_genes + cfg.n_drugs, cfg.n_panel)
+        self.source = FlowSource(
+            cfg.source, cfg.source_noise, cfg.n_genes + cfg.n_drugs, cfg.n_genes, with_table=cfg.shift_tokens
+        )
+        if cfg.shift_tokens:  # the expected change of each gene under the perturbation, as a token feature
+            self.shift_encoder = ValueEncoder(hidden, cfg.value_clamp)
         if cfg.target_flag:  # added to the tokens of the perturbed genes themselves
             self.target_embedding = nn.Parameter(torch.randn(hidden))
         self.t_expr_embedder = TimestepEmbedder(hidden, scale=cfg.time_scale)
@@ -150,8 +154,12 @@ class CascadedFlowModel(nn.Module):
         """x0 (B, G) of the expression flow (ccfm/model/source.py), the same in training and sampling."""
         return self.source(control, pert, genes, noise)
 
+    @property
+    def has_prior_shifts(self) -> bool:
+        return self.source.has_table
+
     def set_prior_shifts(self, shift: Tensor) -> None:
-        """shift: (n_genes + n_drugs, n_panel) mean training shift of each token's single; stored in the state_dict."""
+        """shift: (n_genes + n_drugs, n_genes) each token's prior shift on each gene; stored in the state_dict."""
         self.source.set_shifts(shift)
 
     def set_gene_graph(self, adjacency: Tensor) -> None:
@@ -168,6 +176,9 @@ class CascadedFlowModel(nn.Module):
         if self.cfg.target_flag:
             is_target = target_mask(inputs.genes, inputs.pert)[..., None].to(tokens.dtype)  # (B, G, 1)
             tokens = tokens + is_target * self.target_embedding  # (B, G, H)
+        if self.cfg.shift_tokens:
+            shift = self.source.prior_shift(inputs.pert, inputs.genes)  # (B, G)
+            tokens = tokens + self.shift_encoder(shift)  # (B, G, H)
         pert = self.pert_embedder(inputs.pert, self.gene_encoder.embedding.weight)  # (B, H)
         c = self.t_expr_embedder(_batch_time("t_expr", inputs.t_expr, b)) + pert  # (B, H)
         if self.has_latent:

@@ -21,18 +21,23 @@ from ccfm.errors import CCFMError
 class FlowSource(nn.Module):
     """x0 from control cells, perturbation tokens and noise; the prior's shift table is a buffer (saved in runs)."""
 
-    def __init__(self, kind: str, noise_std: float, n_tokens: int, n_panel: int) -> None:
+    def __init__(self, kind: str, noise_std: float, n_tokens: int, n_genes: int, with_table: bool = False) -> None:
         super().__init__()
         self.kind = kind
         self.noise_std = noise_std
-        self.register_buffer("shift", torch.zeros(n_tokens, n_panel) if kind == "prior" else torch.zeros(0, 0))
+        has_table = kind == "prior" or with_table  # the shift tokens read the table too (cascade.py)
+        self.register_buffer("shift", torch.zeros(n_tokens, n_genes) if has_table else torch.zeros(0, 0))
+
+    @property
+    def has_table(self) -> bool:
+        return self.shift.numel() > 0
 
     def set_shifts(self, shift: Tensor) -> None:
-        """shift: (T, G_panel) float, the mean training shift of each token's single perturbation."""
+        """shift: (T, n_genes) float, each token's mean training shift on each gene of the vocabulary."""
         if tuple(shift.shape) != tuple(self.shift.shape):
             raise CCFMError(
                 f"prior shift table has shape {tuple(shift.shape)}, expected {tuple(self.shift.shape)} "
-                "(perturbation tokens × panel genes)"
+                "(perturbation tokens × the model's genes)"
             )
         self.shift.copy_(shift)
 
