@@ -279,7 +279,7 @@ def train(
     source: Annotated[
         str, typer.Option(help="The flow's x0: prior (control + Δ of the singles), control, or noise (scDFM).")
     ] = "prior",
-    source_noise: Annotated[float, typer.Option(help="Std of the noise added to the prior/control source.")] = 0.3,
+    source_noise: Annotated[float, typer.Option(help="Std of the noise added to the prior/control source.")] = 0.1,
     pert_cells: Annotated[
         int, typer.Option(help="Cells per perturbation in a batch (it mixes batch-size // this perturbations).")
     ] = 6,

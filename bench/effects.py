@@ -49,6 +49,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "prior-s0.1": {"source_noise": 0.1},
     "prior-w100": {"residual_weight": 100.0},
     "prior-s0.5": {"source_noise": 0.5},
+    "prior-s0.1": {"source_noise": 0.1},
+    "prior-s0": {"source_noise": 0.0},
     "prior-s0.1-w1": {"source_noise": 0.1, "residual_weight": 1.0},
     "prior-1-pert": {"pert_cells": 10_000},
     "prior-no-shift-tokens": {"shift_tokens": False},

@@ -116,6 +116,7 @@ class Settings:
     jobs: int  # runs trained side by side
     threads: int  # torch threads per job (0: cpu_count // jobs)
     variant: str  # with --no-sweep: the SWEEP variant the folds use
+    diagnose: bool  # run bench.diagnose on fold 0 (about 10 min on 2 CPU cores)
 
 
 def _done(folder: Path) -> bool:
@@ -314,8 +315,9 @@ def write_report(s: Settings, result: dict[str, Any], stats: pd.DataFrame, sweep
         parts += [f"| variant | {heads} |", "|---" * (len(table.columns) + 1) + "|"]
         parts += [f"| {v} | " + " | ".join(f"{x:.3f}" for x in row) + " |" for v, row in table.iterrows()]
         plot_sweep(sweep, [v.name for v in SWEEP], s.report / "sweep.png", note)
-    parts += ["", "**why: stage-by-stage diagnostics on fold 0** (`bench/diagnose.py`)", ""]
-    parts += [diagnostics_markdown(result["diagnostics"])]
+    if result["diagnostics"]:
+        parts += ["", "**why: stage-by-stage diagnostics on fold 0** (`bench/diagnose.py`)", ""]
+        parts += [diagnostics_markdown(result["diagnostics"])]
     (s.report / "tables.md").write_text("\n".join(parts) + "\n")
     (s.report / "quality.json").write_text(json.dumps(result, indent=2, default=str))
     plot_folds(stats, order, s.report / "folds.png", note)
@@ -336,7 +338,7 @@ def run(s: Settings) -> dict[str, Any]:
     ccfm = fold_jobs(s, "scgpt", variant)
     in_parallel(s, _train_job, [(data, store, j) for j in ccfm])
     long = score_folds(s, ccfm, none, types)
-    diagnostics = latent_diagnostics(s, store, ccfm[0], none[0])
+    diagnostics = latent_diagnostics(s, store, ccfm[0], none[0]) if s.diagnose else {}
     stats = across_folds(fold_means(long, ["fold"]))
     stand_in = [w for w, real in (("SIMULATED data", s.data), ("random-weight toy scGPT", s.scgpt)) if real is None]
     result = {
@@ -377,6 +379,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; the folds use --variant")
     p.add_argument("--variant", default=SWEEP[0].name, help="with --no-sweep: the cascade settings (a sweep name)")
+    p.add_argument("--no-diagnose", dest="diagnose", action="store_false", help="skip the stage-by-stage diagnostics")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

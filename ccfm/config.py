@@ -226,7 +226,7 @@ class TrainConfig:
     latent_weight: float = 1.0  # weight of the latent MSE
     latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
-    source_noise: float = 0.3  # std of the noise added to the control / prior source
+    source_noise: float = 0.1  # std of the noise added to the control / prior source
     target_flag: bool = True  # the perturbed genes' own tokens carry a learned target vector
     shift_tokens: bool = True  # every token reads its gene's prior shift under the perturbation
     pert_cells: int = 6  # cells per perturbation in a batch: it mixes batch_size // this perturbations (≥ 1)
