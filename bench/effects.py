@@ -43,19 +43,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Each arm: TrainConfig overrides. The defaults of TrainConfig are the "prior" arm.
 ARMS: dict[str, dict[str, Any]] = {
-    "prior": {},  # residual weight 10
-    "prior-w1": {"residual_weight": 1.0},
-    "prior-no-penalty": {"residual_weight": 0.0},
-    "prior-s0.1": {"source_noise": 0.1},
-    "prior-w100": {"residual_weight": 100.0},
-    "prior-s0.5": {"source_noise": 0.5},
-    "prior-s0.1": {"source_noise": 0.1},
+    "prior": {},  # the defaults: prior source, noise 0.1, residual weight 10, target flag, shift tokens
     "prior-s0": {"source_noise": 0.0},
-    "prior-s0.1-w1": {"source_noise": 0.1, "residual_weight": 1.0},
-    "prior-1-pert": {"pert_cells": 10_000},
+    "prior-s0.3": {"source_noise": 0.3},
+    "prior-s0.5": {"source_noise": 0.5},
+    "prior-w1": {"residual_weight": 1.0},
+    "prior-w100": {"residual_weight": 100.0},
+    "prior-no-penalty": {"residual_weight": 0.0},
     "prior-no-shift-tokens": {"shift_tokens": False},
     "prior-ot": {"coupling": "ot"},
-    "prior-ot-12": {"coupling": "ot", "pert_cells": 12},
+    "prior-1-pert": {"pert_cells": 10_000},
     "control": {"source": "control"},
     "noise": {"source": "noise", "source_noise": 1.0},
     "noise-1-pert": {"source": "noise", "source_noise": 1.0, "pert_cells": 10_000},

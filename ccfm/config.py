@@ -178,7 +178,7 @@ class ModelConfig:
     shift_tokens: bool = True  # each token also reads its gene's prior shift Σ Δ(token) (genes and drugs alike)
     time_scale: float = 1000.0  # flow time × this before the sinusoids: raw t in [0, 1] moves a quarter of them
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0 (ccfm/model/source.py)
-    source_noise: float = 0.3  # std of the Gaussian added to the control or prior source (noise: N(0, I))
+    source_noise: float = 0.1  # std of the Gaussian added to the control or prior source (noise: N(0, I))
 
     def __post_init__(self) -> None:
         _one_of(self.source, "--source", SOURCES)
