@@ -1,14 +1,14 @@
 """The `ccfm` command line: parse options, build a stage config, call `pipeline.<stage>.run`.
 
-A user's mistake (`CCFMError`) is printed as one line and exits with code 1, with no traceback.
+A user's mistake (`CCFMError`) is printed as one line and exits with code 1, with no traceback
+(`pipeline/cli_edge.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -22,7 +22,8 @@ from ccfm.config import (
     ToyScgptConfig,
     TrainConfig,
 )
-from ccfm.errors import CCFMError, Interrupted
+from pipeline.cli_edge import Control, CountsLayer, GeneCol, Overwrite, PertCol
+from pipeline.cli_edge import call as _call
 
 app = typer.Typer(
     name="ccfm",
@@ -31,37 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-PertCol = Annotated[str | None, typer.Option("--pert-col", help="obs column with perturbation labels.")]
-Control = Annotated[str | None, typer.Option("--control", help="Label of control cells in that column.")]
-GeneCol = Annotated[str | None, typer.Option("--gene-col", help="var column with gene symbols.")]
-CountsLayer = Annotated[str | None, typer.Option("--counts-layer", help="Layer with raw counts to normalize.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
-
-
-def _call(work: Callable[[], Any]) -> Any:
-    """Build a stage's config and run it; a CCFMError becomes one line on stderr and exit code 1
-    (130 when the user pressed Ctrl-C)."""
-    try:
-        return work()
-    except Interrupted as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=130) from None
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted before the output was complete; nothing was written", err=True)
-        raise typer.Exit(code=130) from None
-    except CCFMError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from None
-    except OSError as err:  # the file system said no: permissions, no space left, a file where a folder belongs
-        logging.getLogger("ccfm").debug("file system error", exc_info=True)
-        where = f": {err.filename}" if err.filename else ""
-        typer.echo(
-            f"error: {err.strerror or err}{where}; check that the output location is writable and has free space "
-            "(rerun as `ccfm --verbose ...` for the full error)",
-            err=True,
-        )
-        raise typer.Exit(code=1) from None
 
 
 @app.callback()
@@ -277,24 +247,14 @@ def train(
         str, typer.Option(help="What the latent head predicts: clean (the clean latent) or velocity.")
     ] = "clean",
     source: Annotated[
-        str, typer.Option(help="The flow's x0: prior (control + Δ of the singles), control, or noise (scDFM).")
+        str, typer.Option(help="The flow's x0: prior (control + Δ of singles), control, noise.")
     ] = "prior",
     source_noise: Annotated[float, typer.Option(help="Std of the noise added to the prior/control source.")] = 0.1,
-    pert_cells: Annotated[
-        int, typer.Option(help="Cells per perturbation in a batch (it mixes batch-size // this perturbations).")
-    ] = 6,
-    residual_weight: Annotated[
-        float, typer.Option(help="Penalty on the learned residual over the prior (prior source).")
-    ] = 10.0,
-    target_flag: Annotated[
-        bool, typer.Option("--target-flag/--no-target-flag", help="Perturbed genes' tokens carry a target vector.")
-    ] = True,
-    shift_tokens: Annotated[
-        bool, typer.Option("--shift-tokens/--no-shift-tokens", help="Tokens read their gene's prior shift.")
-    ] = True,
-    coupling: Annotated[
-        str, typer.Option(help="Source-target pairing: independent, or ot (minibatch OT per perturbation).")
-    ] = "independent",
+    pert_cells: Annotated[int, typer.Option(help="Cells per perturbation in a batch (mixes batch // this).")] = 6,
+    residual_weight: Annotated[float, typer.Option(help="Penalty on the learned residual over the prior.")] = 10.0,
+    target_flag: Annotated[bool, typer.Option(help="Perturbed genes' tokens carry a target vector.")] = True,
+    shift_tokens: Annotated[bool, typer.Option(help="Tokens read their gene's prior shift.")] = True,
+    coupling: Annotated[str, typer.Option(help="Source-target pairing: independent or ot.")] = "independent",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,

@@ -25,12 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
-import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +36,7 @@ import torch
 from bench.common import machine  # noqa: E402
 from bench.diagnose import diagnose  # noqa: E402
 from bench.diagnose import markdown as diagnostics_markdown  # noqa: E402
+from bench.quality_jobs import in_parallel, job_threads, on_worker_device  # noqa: E402
 from bench.quality_scores import (  # noqa: E402
     METRICS,
     across_folds,
@@ -216,51 +213,13 @@ class Job:
     fold: int
 
 
-_WORKER_DEVICE: str | None = None  # set in each pool process: its own GPU when several are visible
-
-
-def _init_worker(slots: Any, threads: int) -> None:
-    global _WORKER_DEVICE
-    _WORKER_DEVICE = slots.get()
-    torch.set_num_threads(threads)  # side-by-side jobs must not oversubscribe the cores
-
-
-def _on_worker_device(s: Settings) -> Settings:
-    return s if _WORKER_DEVICE is None else replace(s, device=_WORKER_DEVICE)
-
-
 def _train_job(s: Settings, data: Path, store: Path, job: Job) -> Path:
-    s = _on_worker_device(s)
+    s = on_worker_device(s)
     return train_and_generate(s, data, store, job.folder, job.latent, job.variant, job.split_seed, job.fold)
 
 
 def _score_job(s: Settings, run: Path, others: tuple[Path, ...], baselines: tuple[str, ...]) -> Path:
-    return score(_on_worker_device(s), run, others, baselines)
-
-
-def job_devices(s: Settings) -> list[str]:
-    """One device per side-by-side job: cuda:0..N-1 in turn when several GPUs are visible, else --device."""
-    gpus = torch.cuda.device_count()
-    if s.device in ("auto", "cuda") and gpus > 1:
-        return [f"cuda:{i % gpus}" for i in range(s.jobs)]
-    return [s.device] * s.jobs
-
-
-def job_threads(s: Settings) -> int:
-    return s.threads or max(1, (os.cpu_count() or 1) // s.jobs)
-
-
-def in_parallel(s: Settings, fn: Callable[..., Path], calls: list[tuple[Any, ...]]) -> list[Path]:
-    """fn(s, *args) for every call, `s.jobs` at a time in fresh processes (or in this one for --jobs 1)."""
-    if s.jobs == 1 or len(calls) == 1:
-        return [fn(s, *args) for args in calls]
-    context = multiprocessing.get_context("spawn")
-    slots = context.Queue()
-    for device in job_devices(s):
-        slots.put(device)
-    threads = job_threads(s)
-    with ProcessPoolExecutor(s.jobs, mp_context=context, initializer=_init_worker, initargs=(slots, threads)) as pool:
-        return [f.result() for f in [pool.submit(fn, s, *args) for args in calls]]
+    return score(on_worker_device(s), run, others, baselines)
 
 
 def fold_jobs(s: Settings, latent: str, variant: Variant) -> list[Job]:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ccfm.config import ExtractConfig, to_json_dict
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import choose_panel
-from ccfm.errors import CCFMError, Interrupted
+from ccfm.errors import CCFMError
 from ccfm.latent.extractor import FeatureExtractor
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.scgpt_checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
@@ -31,7 +31,7 @@ from ccfm.latent.source import normalized_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from pipeline.lock import WriterLock
-from pipeline.outputs import STORE, OutputPlan, plan_output
+from pipeline.outputs import STORE, plan_output
 from pipeline.runtime import (
     DistContext,
     close_distributed,
@@ -208,20 +208,14 @@ def run(cfg: ExtractConfig) -> Path:
         try:
             _extract(cfg, output.work, ctx)
         except KeyboardInterrupt:
-            raise _interrupted(output) from None
+            raise output.interrupted(
+                "finish the store with the same command plus --resume (finished shards are kept)"
+            ) from None
         if ctx.is_main:
             output.publish()
     finally:
         close_distributed(ctx)
     return cfg.out
-
-
-def _interrupted(output: OutputPlan) -> Interrupted:
-    if output.replacing:
-        return Interrupted(
-            f"interrupted; the earlier store {output.out} is untouched (the next --overwrite starts over)"
-        )
-    return Interrupted("interrupted; finish the store with the same command plus --resume (finished shards are kept)")
 
 
 def _extract(cfg: ExtractConfig, target: Path, ctx: DistContext) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import h5py
 
-from ccfm.errors import CCFMError
+from ccfm.errors import CCFMError, Interrupted
 from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES
 
 # Files CCFM itself leaves beside what it writes: write-then-rename temporaries and writer locks.
@@ -203,6 +203,15 @@ class OutputPlan:
         os.replace(self.work, self.out)
         shutil.rmtree(retired)
         return self.out
+
+    def interrupted(self, resume: str) -> Interrupted:
+        """What a Ctrl-C leaves: the untouched earlier output when replacing, else `resume` (how to continue)."""
+        if self.replacing:
+            return Interrupted(
+                f"interrupted; the earlier {self.artifact.noun} {self.out} is untouched (the partial new one is in "
+                f"{self.work}, and the next --overwrite starts it over)"
+            )
+        return Interrupted(f"interrupted; {resume}")
 
     def discard(self) -> None:
         """Remove what is left of the staging folder after a failure (nothing after `publish`)."""

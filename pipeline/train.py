@@ -24,14 +24,14 @@ from tqdm import tqdm
 from ccfm.atomic import write_bytes_atomic, write_json_atomic
 from ccfm.config import TrainConfig
 from ccfm.data.batches import BatchFailure, BatchStream
-from ccfm.errors import CCFMError, Interrupted
+from ccfm.errors import CCFMError
 from ccfm.flow.objective import ObjectiveConfig, StepInputs, cascade_objective
 from ccfm.flow.time_sampling import CascadeTimeConfig
 from ccfm.model.cascade import build_model
 from ccfm.model.ema import EMA
 from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.loss_log import LossLog
-from pipeline.outputs import RUN, OutputPlan, plan_output
+from pipeline.outputs import RUN, plan_output
 from pipeline.runtime import (
     DistContext,
     close_distributed,
@@ -81,15 +81,6 @@ def _prepare_run_folder(cfg: TrainConfig, run_info: dict[str, Any], split_json: 
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.out / "run.json", {**run_info, "provenance": provenance(device, cfg.seed)})
     write_bytes_atomic(cfg.out / "split.json", split_json.encode())
-
-
-def _interrupted(plan: OutputPlan) -> Interrupted:
-    if plan.replacing:
-        return Interrupted(
-            f"interrupted; the earlier run in {plan.out} is untouched (the partial new one is in {plan.work}, and "
-            "the next --overwrite starts it over)"
-        )
-    return Interrupted("interrupted; continue from the last checkpoint with the same command plus --resume")
 
 
 @dataclasses.dataclass
@@ -236,7 +227,7 @@ def run(cfg: TrainConfig) -> Path:
             ctx.main_first(lambda: _prepare_run_folder(work, run_info, setup.split.to_json(), device))
             _train(work, setup, run_info, ctx, device)
         except KeyboardInterrupt:
-            raise _interrupted(plan) from None
+            raise plan.interrupted("continue from the last checkpoint with the same command plus --resume") from None
         if ctx.is_main:
             plan.publish()
     finally:

@@ -16,8 +16,6 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-COUPLINGS = ("independent", "ot")
-
 
 def ot_pairing(x0: Tensor, x1: Tensor, groups: Tensor | None) -> Tensor:
     """(B,) long permutation `perm` such that x1[perm] is paired with x0 by OT within each group.
