@@ -14,7 +14,7 @@ import scanpy as sc
 from ccfm.config import SchemaOverrides, SimulateConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.simulate_combosciplex import DRUG_MECHANISM, simulate_combosciplex
-from ccfm.data.simulate_common import MODULE_RULES, k562_baseline
+from ccfm.data.simulate_common import MODULE_PROGRAM_GENES, MODULE_RULES, k562_baseline
 from ccfm.data.simulate_norman import (
     INTERACTION_FRACTION,
     load_norman_metadata,
@@ -138,20 +138,30 @@ def test_modules_rule_ties_every_pair_to_its_members_modules() -> None:
     adata = simulate_norman(0.001, 0, 2, interactions="modules")
     sim = adata.uns["simulation"]
     assert sim["interaction_rule"] == "modules" and len(sim["modules"]) == 105
+    programs = sim["module_programs"]  # (N_MODULES, G)
+    assert programs.shape == (4, adata.n_vars) and ((programs != 0).sum(axis=1) == MODULE_PROGRAM_GENES).all()
     row = {label: sim["lfc"][i] for i, label in enumerate(sim["lfc_labels"])}
     symbol = {s: i for i, s in enumerate(adata.var["gene_name"])}
     kinds = Counter()
     for label, kind in sim["interactions"].items():
         a, b = parse_condition(label).tokens
-        same = sim["modules"][a] == sim["modules"][b]
+        m = sim["modules"][a]
+        same = m == sim["modules"][b]
         assert (kind == "additive") != same, label  # within a module non-additive, across additive
-        expected = MODULE_RULES[sim["modules"][a]] if same else ("additive", 1.0)
+        expected = MODULE_RULES[m] if same else ("additive", 1.0)
         assert kind == expected[0]
         off_target = np.ones(adata.n_vars, dtype=bool)
         off_target[[symbol[a], symbol[b]]] = False
-        np.testing.assert_allclose(row[label][off_target], expected[1] * (row[a] + row[b])[off_target], atol=1e-5)
+        shared = (programs[m] != 0) & off_target if same else np.zeros(adata.n_vars, dtype=bool)
+        total = row[a] + row[b]
+        np.testing.assert_allclose(row[label][shared], expected[1] * total[shared], atol=1e-5)  # the program
+        np.testing.assert_allclose(row[label][off_target & ~shared], total[off_target & ~shared], atol=1e-5)
         kinds[kind] += 1
     assert kinds["additive"] < 131 and kinds["synergy"] and kinds["suppression"]  # every kind is planted
+    for token, m in sim["modules"].items():  # every member's single shows its module's program
+        genes = (programs[m] != 0) & (np.arange(adata.n_vars) != symbol[token])
+        moved = np.corrcoef(row[token][genes], programs[m][genes])[0, 1]
+        assert moved > 0.5, token
 
 
 def test_target_without_summary_gets_drawn_effects() -> None:

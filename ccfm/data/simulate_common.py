@@ -215,10 +215,13 @@ class Interaction:
     factor: float = 1.0  # synergy / suppression: multiplier on A + B
     dominant: str = ""  # dominance: the token whose effect dominates (0.9 x it + 0.1 x the other)
     program_seed: int = 0  # neomorphic: seeds the new program's genes and sizes
+    module: int = -1  # "modules" rule: the factor applies to this module's shared program only
 
     @property
     def detail(self) -> str:
         """The drawn parameters in words, for the ground-truth record."""
+        if self.module >= 0:
+            return f"A + B, module {self.module}'s shared program x {self.factor:.3f}"
         if self.kind in ("synergy", "suppression"):
             return f"(A + B) x {self.factor:.3f}"
         if self.kind == "dominance":
@@ -254,36 +257,66 @@ def plan_interactions(
     return plan
 
 
-#: The "modules" rule: how many hidden modules the perturbed tokens fall in, and each module's rule for a pair
-#: of its own members (pairs across modules add). Learnable: a training double of two members of a module shows
-#: the module's rule, which then holds for every unmeasured pair of members.
+#: The "modules" rule: each perturbed token joins one of N_MODULES hidden modules, and every member's single also
+#: moves its module's shared program (MODULE_PROGRAM_GENES genes). A pair of two members moves the shared program
+#: by `factor` × (A + B)'s share of it instead of adding it (suppression 0.5: the program moves once, as for one
+#: member — saturation; synergy 1.5: three times); every other gene, and every pair across modules, adds.
+#: Learnable: two members' singles visibly share the program genes, and a training double of a module shows its
+#: factor, which then holds for every unmeasured pair of members.
 N_MODULES = 4
+MODULE_PROGRAM_GENES = 15
+MODULE_PROGRAM_LFC = (0.6, 1.2)  # |LFC| of a shared program gene, drawn per gene, either sign
 MODULE_RULES: tuple[tuple[InteractionKind, float], ...] = (
-    ("synergy", 1.8),
-    ("suppression", 0.4),
-    ("synergy", 1.8),
-    ("suppression", 0.4),
+    ("suppression", 0.5),
+    ("synergy", 1.5),
+    ("suppression", 0.5),
+    ("synergy", 1.5),
 )
 
 
-def module_interactions(
-    pairs: Sequence[tuple[str, str, str]], tokens: Sequence[str], rng: np.random.Generator
-) -> tuple[dict[str, Interaction], dict[str, int]]:
-    """({pair label: Interaction}, {token: module}): each token joins one of N_MODULES modules at random; a pair
-    of two members of one module follows its module's rule, any other pair is additive."""
-    module = {token: int(m) for token, m in zip(sorted(tokens), rng.integers(N_MODULES, size=len(tokens)), strict=True)}
+@dataclass(frozen=True)
+class Modules:
+    """The "modules" rule's ground truth: each token's module and each module's shared program."""
+
+    member: dict[str, int]  # token -> module
+    programs: np.ndarray  # (N_MODULES, G) the LFC every member's single adds
+
+
+def draw_modules(tokens: Sequence[str], candidates: np.ndarray, n_genes: int, rng: np.random.Generator) -> Modules:
+    """Modules for `tokens`; each program's genes are drawn from `candidates` (expressed gene indices)."""
+    member = {token: int(m) for token, m in zip(sorted(tokens), rng.integers(N_MODULES, size=len(tokens)), strict=True)}
+    programs = np.zeros((N_MODULES, n_genes))
+    for program in programs:
+        genes = rng.choice(candidates, size=MODULE_PROGRAM_GENES, replace=False)
+        program[genes] = rng.uniform(*MODULE_PROGRAM_LFC, MODULE_PROGRAM_GENES) * rng.choice([-1.0, 1.0], MODULE_PROGRAM_GENES)
+    return Modules(member, programs)
+
+
+def module_interactions(pairs: Sequence[tuple[str, str, str]], modules: Modules) -> dict[str, Interaction]:
+    """{pair label: Interaction}: a pair of two members of one module follows its module's rule on the shared
+    program, any other pair is additive."""
     plan: dict[str, Interaction] = {}
     for label, a, b in pairs:
-        if module[a] == module[b]:
-            kind, factor = MODULE_RULES[module[a]]
-            plan[label] = Interaction(kind, factor=factor)
+        m = modules.member[a]
+        if m == modules.member[b]:
+            kind, factor = MODULE_RULES[m]
+            plan[label] = Interaction(kind, factor=factor, module=m)
         else:
             plan[label] = Interaction("additive")
-    return plan, module
+    return plan
 
 
-def combine_pair(lfc_a: np.ndarray, lfc_b: np.ndarray, a: str, interaction: Interaction) -> np.ndarray:
-    """(G,) log-fold change of pair (a, b) from its singles' (G,) vectors, following `interaction`."""
+def combine_pair(
+    lfc_a: np.ndarray, lfc_b: np.ndarray, a: str, interaction: Interaction, programs: np.ndarray | None = None
+) -> np.ndarray:
+    """(G,) log-fold change of pair (a, b) from its singles' (G,) vectors, following `interaction`;
+    `programs` (N_MODULES, G): the modules' shared programs, for a pair of one module."""
+    if interaction.module >= 0:
+        if programs is None:
+            raise ValueError("a pair of one module needs the modules' shared programs")
+        shared = programs[interaction.module] != 0  # (G,)
+        total = lfc_a + lfc_b
+        return np.where(shared, interaction.factor * total, total)
     if interaction.kind in ("synergy", "suppression"):
         return interaction.factor * (lfc_a + lfc_b)
     if interaction.kind == "dominance":
@@ -325,11 +358,17 @@ def simulation_record(
     lfc: np.ndarray,
     planted_up: dict[str, list[str]],
     planted_down: dict[str, list[str]],
-    modules: dict[str, int] | None = None,
+    modules: Modules | None = None,
 ) -> dict[str, Any]:
     """The ground truth written to `uns['simulation']`, in types h5ad can store; `modules` for the "modules"
     interaction rule (None: interactions drawn at random per pair)."""
-    rule = {"interaction_rule": "random"} if modules is None else {"interaction_rule": "modules", "modules": modules}
+    rule: dict[str, Any] = {"interaction_rule": "random"}
+    if modules is not None:
+        rule = {
+            "interaction_rule": "modules",
+            "modules": modules.member,
+            "module_programs": modules.programs.astype(np.float32),  # (N_MODULES, G), columns = var
+        }
     return {
         **rule,
         "simulated": True,

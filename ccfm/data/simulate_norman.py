@@ -42,6 +42,8 @@ from ccfm.data.simulate_common import (
     check_size_arguments,
     combine_pair,
     k562_baseline,
+    Modules,
+    draw_modules,
     module_interactions,
     plan_interactions,
     rank_magnitudes,
@@ -107,7 +109,7 @@ class PlantedEffects:
     up: dict[str, list[str]]  # single target -> planted up genes (var_names)
     down: dict[str, list[str]]  # single target -> planted down genes (var_names)
     plan: dict[str, Interaction]  # double label -> planted interaction
-    modules: dict[str, int] | None = None  # "modules" rule: target -> its hidden module
+    modules: Modules | None = None  # "modules" rule: each target's hidden module and the modules' programs
 
 
 def _strength(summaries: pd.DataFrame, targets: list[str]) -> dict[str, float]:
@@ -175,6 +177,14 @@ def single_effects(
     return lfc, up, down
 
 
+def _responders(meta: NormanMetadata) -> np.ndarray:
+    """Indices of the genes the real screen shows responding (any target's top DE genes), targets excluded:
+    where a shared program's genes are drawn from."""
+    position = meta.position
+    symbols = {s for column in ("top10_up_genes", "top10_down_genes") for e in meta.summaries[column] for s in str(e).split("|")}
+    return np.asarray(sorted(position[s] for s in symbols - set(meta.targets) if s in position))
+
+
 def planted_effects(
     meta: NormanMetadata, baseline: GeneBaseline, rng: np.random.Generator, interactions: str = "random"
 ) -> PlantedEffects:
@@ -186,12 +196,19 @@ def planted_effects(
     pairs = [(label, *parse_condition(label).tokens) for label in doubles]
     modules = None
     if interactions == "modules":
-        plan, modules = module_interactions(pairs, meta.targets, rng)
+        modules = draw_modules(meta.targets, _responders(meta), len(meta.var), rng)
+        for target in meta.targets:  # every member's single moves its module's shared program
+            own = position[target]
+            own_lfc = singles[target][own]
+            singles[target] = singles[target] + modules.programs[modules.member[target]]
+            singles[target][own] = own_lfc
+        plan = module_interactions(pairs, modules)
     else:
         plan = plan_interactions(pairs, INTERACTION_FRACTION, rng)
     lfc = dict(singles)
     for label, a, b in pairs:
-        combined = combine_pair(singles[a], singles[b], a, plan[label])  # (G,)
+        programs = modules.programs if modules is not None else None
+        combined = combine_pair(singles[a], singles[b], a, plan[label], programs)  # (G,)
         for token in (a, b):  # the guides' own CRISPRa effect is not subject to the interaction
             combined[position[token]] = singles[token][position[token]]
         lfc[label] = combined
