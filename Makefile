@@ -34,8 +34,8 @@ bench: $(STAMP)
 # (modules) interactions -> docs/quality/{random,modules}/ (about 45 min on 2 cores; a rerun skips finished runs).
 QUALITY := $(BIN)/python -m bench.quality --no-sweep --variant p0.4-clean-w1-xpred --no-diagnose
 quality: $(STAMP)
-	$(QUALITY) --interactions random --work bench/results/q2_random --report docs/quality/random
-	$(QUALITY) --interactions modules --work bench/results/q2_modules --report docs/quality/modules
+	$(QUALITY) --interactions random --work bench/results/quality_random --report docs/quality/random
+	$(QUALITY) --interactions modules --work bench/results/quality_modules --report docs/quality/modules
 
 clean:
 	rm -rf $(VENV) $(DEMO)

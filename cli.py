@@ -254,6 +254,9 @@ def train(
     residual_weight: Annotated[float, typer.Option(help="Penalty on the learned residual over the prior.")] = 10.0,
     target_flag: Annotated[bool, typer.Option(help="Perturbed genes' tokens carry a target vector.")] = True,
     shift_tokens: Annotated[bool, typer.Option(help="Tokens read their gene's prior shift.")] = True,
+    interaction_head: Annotated[
+        bool, typer.Option(help="Prior source: fit the doubles' interaction on genes both components move.")
+    ] = True,
     coupling: Annotated[str, typer.Option(help="Source-target pairing: independent or ot.")] = "independent",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
@@ -300,6 +303,7 @@ def train(
                 coupling=coupling,  # type: ignore[arg-type]
                 target_flag=target_flag,
                 shift_tokens=shift_tokens,
+                interaction_head=interaction_head,
                 checkpoint_every=checkpoint_every,
                 workers=workers,
                 device=device,

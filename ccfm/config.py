@@ -151,6 +151,7 @@ SOURCES = ("noise", "control", "prior")
 LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "target_flag": False,
     "shift_tokens": False,
+    "interaction_head": False,
     "time_scale": 1.0,
     "source": "noise",
     "source_noise": 1.0,
@@ -176,6 +177,7 @@ class ModelConfig:
     value_clamp: float = 512.0  # value encoders clamp inputs at this
     target_flag: bool = True  # a perturbed gene's own token carries a learned "target" vector (as GEARS, scGPT)
     shift_tokens: bool = True  # each token also reads its gene's prior shift Σ Δ(token) (genes and drugs alike)
+    interaction_head: bool = True  # prior source: + an interaction on what the components move together (source.py)
     time_scale: float = 1000.0  # flow time × this before the sinusoids: raw t in [0, 1] moves a quarter of them
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0 (ccfm/model/source.py)
     source_noise: float = 0.1  # std of the Gaussian added to the control or prior source (noise: N(0, I))
@@ -229,6 +231,7 @@ class TrainConfig:
     source_noise: float = 0.1  # std of the noise added to the control / prior source
     target_flag: bool = True  # the perturbed genes' own tokens carry a learned target vector
     shift_tokens: bool = True  # every token reads its gene's prior shift under the perturbation
+    interaction_head: bool = True  # prior source: + an interaction fitted on the training doubles' pseudobulk
     pert_cells: int = 6  # cells per perturbation in a batch: it mixes batch_size // this perturbations (≥ 1)
     residual_weight: float = 10.0  # penalty on each group's mean predicted velocity: keeps the learned residual small
     coupling: Literal["independent", "ot"] = "independent"  # source→target pairing (ccfm/flow/coupling.py)

@@ -45,6 +45,7 @@ from pipeline.train_setup import (
     SourceSpec,
     check_resumable,
     describe_run,
+    fit_interaction_head,
     gene_graph,
     prepare,
     prior_shifts,
@@ -96,6 +97,9 @@ class Trainer:
         self.model.set_gene_graph(gene_graph(self.setup, self.setup.model.graph_k, self.cfg.seed).to(self.device))
         if self.model.has_prior_shifts:
             self.model.set_prior_shifts(prior_shifts(self.setup).to(self.device))
+        self.interaction = fit_interaction_head(self.model, self.setup, self.cfg.seed)
+        if self.interaction is not None and self.ctx.is_main:
+            log.info("interaction head: %s", self.interaction)
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg))
@@ -119,6 +123,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state()},
             "provenance": provenance(self.device, self.cfg.seed),
             "completed_steps": step,
+            "interaction_fit": None if self.interaction is None else dataclasses.asdict(self.interaction),
         }
 
     def restore(self, payload: dict[str, Any]) -> int:

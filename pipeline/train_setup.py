@@ -25,6 +25,8 @@ from ccfm.eval.baselines import TrainingEffects
 from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
 from ccfm.model.graph import coexpression_graph
+from ccfm.model.cascade import CascadedFlowModel
+from ccfm.model.source import InteractionFit, fit_interaction
 
 GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
 
@@ -68,6 +70,7 @@ def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) ->
         source_noise=cfg.source_noise,
         target_flag=cfg.target_flag,
         shift_tokens=cfg.shift_tokens,
+        interaction_head=cfg.interaction_head,
         **MODEL_PRESETS[cfg.preset],
     )
 
@@ -115,18 +118,23 @@ def gene_graph(setup: RunSetup, k: int, seed: int) -> torch.Tensor:
     return full
 
 
+def _training_effects(setup: RunSetup) -> TrainingEffects:
+    """Pseudobulk deltas of every training condition against the training control cells, on the panel."""
+    cells = setup.cells
+
+    def mean(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(cells.expression[rows].mean(axis=0), dtype=np.float64).ravel()  # (G,)
+
+    return TrainingEffects.from_means({lab: mean(rows) for lab, rows in cells.by_condition.items()}, mean(cells.controls))
+
+
 def prior_shifts(setup: RunSetup) -> torch.Tensor:
     """(n_genes + n_drugs, n_genes) the prior shift of each perturbation token on each gene of the model's vocabulary:
     the pseudobulk delta of the token's training single against the control cells on the panel (the first G
     ids); a token without a training single gets the mean delta over all training perturbations (train_mean's).
     Genes outside the panel are never expression tokens: their columns stay 0."""
     cells = setup.cells
-
-    def mean(rows: np.ndarray) -> np.ndarray:
-        return np.asarray(cells.expression[rows].mean(axis=0), dtype=np.float64).ravel()  # (G,)
-
-    means = {label: mean(rows) for label, rows in cells.by_condition.items()}
-    effects = TrainingEffects.from_means(means, mean(cells.controls))
+    effects = _training_effects(setup)
     n_tokens, n_panel = setup.model.n_genes + setup.model.n_drugs, cells.expression.shape[1]
     table = np.zeros((n_tokens, setup.model.n_genes), dtype=np.float32)  # (T, n_genes)
     table[:, :n_panel] = effects.mean_delta()
@@ -135,6 +143,28 @@ def prior_shifts(setup: RunSetup) -> torch.Tensor:
         if filled.size == 1:
             table[filled[0], :n_panel] = effects.deltas[label]
     return torch.from_numpy(table)
+
+
+def fit_interaction_head(model: CascadedFlowModel, setup: RunSetup, seed: int) -> InteractionFit | None:
+    """Fit the prior source's interaction head (source.fit_interaction) on the training doubles' pseudobulk
+    deltas, after the prior shifts are set, and freeze it; None for a model without one."""
+    source = model.source
+    if source.interaction is None:
+        return None
+    effects, cells = _training_effects(setup), setup.cells
+    doubles = [lab for lab, tokens in cells.tokens.items() if int((tokens >= 0).sum()) >= 2]
+    device = source.shift.device
+    n_panel = cells.expression.shape[1]
+    genes = torch.arange(n_panel, device=device)  # the panel: the first G ids
+    pert = torch.from_numpy(np.stack([cells.tokens[lab] for lab in doubles] or [np.zeros(2, np.int64)])).to(device)
+    observed = torch.tensor(np.stack([effects.deltas[lab] for lab in doubles] or [np.zeros(n_panel)]), dtype=torch.float32)
+    with torch.no_grad():
+        prior, shared = source.prior_shift(pert, genes), source.shared_shift(pert, genes)
+    missed = observed.to(device) - prior
+    n = len(doubles)
+    fit = fit_interaction(source.interaction, prior[:n], shared[:n], missed[:n], genes, seed)
+    source.interaction.requires_grad_(False)  # fixed from here: the flow's training never moves it
+    return fit
 
 
 def describe_run(cfg: TrainConfig, setup: RunSetup) -> dict[str, Any]:

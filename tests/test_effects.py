@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from torch import Tensor
 
 from ccfm.config import LEGACY_MODEL_FIELDS, MODEL_PRESETS, ModelConfig, TrainConfig
 from ccfm.data.batches import BatchStream, TrainingCells
@@ -21,7 +22,7 @@ from ccfm.flow.losses import cascade_loss, mmd2_unbiased
 from ccfm.flow.sampling import SamplerConfig
 from ccfm.model import build_model
 from ccfm.model.cascade import target_mask
-from ccfm.model.source import FlowSource
+from ccfm.model.source import FlowSource, fit_interaction
 from pipeline.train_setup import prior_shifts
 
 G, T = 5, 7  # panel genes; perturbation tokens (5 panel genes + 2 outside the panel)
@@ -56,6 +57,62 @@ def test_each_source_in_closed_form() -> None:
     )
     with pytest.raises(CCFMError, match="expected"):
         FlowSource("prior", 0.1, T, G).set_shifts(torch.zeros(T, G + 1))
+
+
+def test_shared_shift_is_what_the_components_move_together() -> None:
+    source = FlowSource("prior", 0.0, 3, 4)
+    source.set_shifts(torch.tensor([[2.0, 1.0, 0.0, -4.0], [2.0, -4.0, 3.0, -1.0], [0.0, 0.0, 0.0, 0.0]]))
+    pert, genes = torch.tensor([[0, 1], [1, 0], [0, -1], [-1, -1]]), torch.arange(4)
+    shared = source.shared_shift(pert, genes)
+    torch.testing.assert_close(shared[0], torch.tensor([2.0, -2.0, 0.0, 2.0]))  # signed √(a·b)
+    torch.testing.assert_close(shared[1], shared[0])  # order-invariant
+    assert torch.equal(shared[2:], torch.zeros(2, 4))  # one component, or none: nothing shared
+
+
+def _shared_program_pairs(saturate: bool) -> tuple[FlowSource, Tensor, Tensor, Tensor]:
+    """15 pairs of 6 tokens that all move genes 0-1 by 1 and one of genes 2-4 by 0.8 of their own; with `saturate`
+    a pair moves genes 0-1 once (as one token does), else it adds. Returns (source, pairs, prior, missed)."""
+    n_tokens, genes = 6, torch.arange(G)
+    source = FlowSource("prior", 0.0, n_tokens, G, interaction=True)
+    table = torch.zeros(n_tokens, G)
+    table[:, :2] = 1.0
+    table[torch.arange(n_tokens), 2 + torch.arange(n_tokens) % 3] = 0.8
+    source.set_shifts(table)
+    pairs = torch.tensor([[i, j] for i in range(n_tokens) for j in range(i + 1, n_tokens)])
+    prior = source.prior_shift(pairs, genes)
+    missed = torch.zeros_like(prior)
+    if saturate:
+        missed[:, :2] = -1.0
+    return source, pairs, prior, missed
+
+
+def test_interaction_head_fits_a_shared_program_rule_and_carries_it_to_unseen_pairs() -> None:
+    torch.manual_seed(0)
+    source, pairs, prior, missed = _shared_program_pairs(saturate=True)
+    genes = torch.arange(G)
+    shared = source.shared_shift(pairs, genes)
+    assert torch.equal(source.prior_and_interaction(pairs, genes)[1], torch.zeros(len(pairs), G))  # fresh: prior
+    fit = fit_interaction(source.interaction, prior[3:], shared[3:], missed[3:], genes, seed=0)  # 3 pairs unseen
+    assert 0 < fit.steps and fit.cv_mse_fit < 0.1 * fit.cv_mse_prior
+    r_hat = source.prior_and_interaction(pairs[:3], genes)[1]
+    torch.testing.assert_close(r_hat[:, :2], torch.full((3, 2), -1.0), atol=0.1, rtol=0)
+    singles = torch.tensor([[i, -1] for i in range(6)])
+    assert torch.equal(source.prior_and_interaction(singles, genes)[1], torch.zeros(6, G))  # singles: exactly 0
+    alone = source.shared_shift(pairs[:3], genes) == 0  # genes at most one component moves: exactly 0
+    assert alone.any() and torch.equal(r_hat[alone], torch.zeros(int(alone.sum())))
+
+
+def test_interaction_head_stays_the_prior_when_the_doubles_add() -> None:
+    """Nothing to learn (and too few doubles): early stopping keeps the additive prior."""
+    torch.manual_seed(0)
+    source, pairs, prior, missed = _shared_program_pairs(saturate=False)
+    genes = torch.arange(G)
+    shared = source.shared_shift(pairs, genes)
+    fit = fit_interaction(source.interaction, prior, shared, missed + 0.05 * torch.randn_like(missed), genes, seed=0)
+    assert fit.steps == 0 and fit.cv_mse_fit == fit.cv_mse_prior
+    assert torch.equal(source.prior_and_interaction(pairs, genes)[1], torch.zeros(len(pairs), G))
+    few = fit_interaction(source.interaction, prior[:3], shared[:3], missed[:3], genes, seed=0)
+    assert few.steps == 0 and few.doubles == 3
 
 
 def test_a_fresh_model_samples_the_prior_exactly() -> None:

@@ -280,7 +280,7 @@ def test_backward_reaches_the_backbone() -> None:
     out = model(make_inputs(cfg))
     (out.expr_velocity.square().mean() + out.latent_velocity.square().mean()).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
+    assert missing == [n for n, _ in model.named_parameters() if n.startswith("source.interaction.")]  # own loss
 
 
 def test_bf16_autocast_runs_close_to_float32() -> None:
