@@ -31,11 +31,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 # The quality study: CCFM vs no-latent vs baselines, 3 folds, on the simulated Norman with random and with learnable
-# (modules) interactions -> docs/quality/{random,modules}/ (about 45 min on 2 cores; a rerun skips finished runs).
+# (modules) interactions, and the simulated ComboSciPlex on its fixed split -> docs/quality/{random,modules,combosciplex}/
+# (about 32 min on 2 cores; a rerun skips finished runs).
 QUALITY := $(BIN)/python -m bench.quality --no-sweep --variant p0.4-clean-w1-xpred --no-diagnose
 quality: $(STAMP)
 	$(QUALITY) --interactions random --work bench/results/quality_random --report docs/quality/random
 	$(QUALITY) --interactions modules --work bench/results/quality_modules --report docs/quality/modules
+	$(QUALITY) --dataset combosciplex --work bench/results/quality_combosciplex --report docs/quality/combosciplex
 
 clean:
 	rm -rf $(VENV) $(DEMO)

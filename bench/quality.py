@@ -224,8 +224,11 @@ def _score_job(s: Settings, run: Path, others: tuple[Path, ...], baselines: tupl
 
 def fold_jobs(s: Settings, latent: str, variant: Variant) -> list[Job]:
     name = f"ccfm_{variant.name}" if latent == "scgpt" else "no_latent"
-    folds = s.folds if s.dataset == "norman" else 1  # the ComboSciPlex split is one fixed test set
-    return [Job(s.work / f"fold{fold}" / name, latent, variant, 0, fold) for fold in range(folds)]
+    return [Job(s.work / f"fold{fold}" / name, latent, variant, 0, fold) for fold in range(n_folds(s))]
+
+
+def n_folds(s: Settings) -> int:
+    return s.folds if s.dataset == "norman" else 1  # the ComboSciPlex split is one fixed test set
 
 
 def sweep_jobs(s: Settings) -> list[Job]:
@@ -264,7 +267,7 @@ def write_report(s: Settings, result: dict[str, Any], stats: pd.DataFrame, sweep
     parts = [f"<!-- written by `python -m bench.quality` on {result['date']}; {result['machine']} -->", ""]
     for subset in ("all", "non-additive", "additive"):
         if subset in set(stats["subset"]):
-            parts += [f"**{subset} held-out doubles** (mean ± sd over {s.folds} folds)", ""]
+            parts += [f"**{subset} held-out doubles** (mean ± sd over {n_folds(s)} folds)", ""]
             parts += [markdown(stats, subset, order), ""]
     if sweep is not None:
         table = sweep[sweep["subset"] == "all"].pivot(index="variant", columns="metric", values="value")
