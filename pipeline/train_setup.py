@@ -24,8 +24,8 @@ from ccfm.errors import CCFMError
 from ccfm.eval.baselines import TrainingEffects
 from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
-from ccfm.model.graph import coexpression_graph
 from ccfm.model.cascade import CascadedFlowModel
+from ccfm.model.graph import coexpression_graph
 from ccfm.model.source import InteractionFit, fit_interaction
 
 GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
@@ -125,7 +125,8 @@ def _training_effects(setup: RunSetup) -> TrainingEffects:
     def mean(rows: np.ndarray) -> np.ndarray:
         return np.asarray(cells.expression[rows].mean(axis=0), dtype=np.float64).ravel()  # (G,)
 
-    return TrainingEffects.from_means({lab: mean(rows) for lab, rows in cells.by_condition.items()}, mean(cells.controls))
+    means = {lab: mean(rows) for lab, rows in cells.by_condition.items()}
+    return TrainingEffects.from_means(means, mean(cells.controls))
 
 
 def prior_shifts(setup: RunSetup) -> torch.Tensor:
@@ -153,16 +154,15 @@ def fit_interaction_head(model: CascadedFlowModel, setup: RunSetup, seed: int) -
         return None
     effects, cells = _training_effects(setup), setup.cells
     doubles = [lab for lab, tokens in cells.tokens.items() if int((tokens >= 0).sum()) >= 2]
-    device = source.shift.device
-    n_panel = cells.expression.shape[1]
-    genes = torch.arange(n_panel, device=device)  # the panel: the first G ids
-    pert = torch.from_numpy(np.stack([cells.tokens[lab] for lab in doubles] or [np.zeros(2, np.int64)])).to(device)
-    observed = torch.tensor(np.stack([effects.deltas[lab] for lab in doubles] or [np.zeros(n_panel)]), dtype=torch.float32)
-    with torch.no_grad():
-        prior, shared = source.prior_shift(pert, genes), source.shared_shift(pert, genes)
-    missed = observed.to(device) - prior
-    n = len(doubles)
-    fit = fit_interaction(source.interaction, prior[:n], shared[:n], missed[:n], genes, seed)
+    fit = InteractionFit(0, 0, float("nan"), float("nan"))  # single perturbations only: the head stays 0
+    if doubles:
+        device = source.shift.device
+        genes = torch.arange(cells.expression.shape[1], device=device)  # the panel: the first G ids
+        pert = torch.from_numpy(np.stack([cells.tokens[lab] for lab in doubles])).to(device)
+        observed = torch.tensor(np.stack([effects.deltas[lab] for lab in doubles]), dtype=torch.float32).to(device)
+        with torch.no_grad():
+            prior, shared = source.prior_shift(pert, genes), source.shared_shift(pert, genes)
+        fit = fit_interaction(source.interaction, prior, shared, observed - prior, genes, seed)
     source.interaction.requires_grad_(False)  # fixed from here: the flow's training never moves it
     return fit
 

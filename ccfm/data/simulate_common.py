@@ -288,7 +288,8 @@ def draw_modules(tokens: Sequence[str], candidates: np.ndarray, n_genes: int, rn
     programs = np.zeros((N_MODULES, n_genes))
     for program in programs:
         genes = rng.choice(candidates, size=MODULE_PROGRAM_GENES, replace=False)
-        program[genes] = rng.uniform(*MODULE_PROGRAM_LFC, MODULE_PROGRAM_GENES) * rng.choice([-1.0, 1.0], MODULE_PROGRAM_GENES)
+        sizes = rng.uniform(*MODULE_PROGRAM_LFC, MODULE_PROGRAM_GENES)
+        program[genes] = sizes * rng.choice([-1.0, 1.0], MODULE_PROGRAM_GENES)
     return Modules(member, programs)
 
 

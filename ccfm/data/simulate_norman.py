@@ -37,13 +37,13 @@ from ccfm.data.simulate_common import (
     GeneBaseline,
     Interaction,
     LibrarySizeModel,
+    Modules,
     assemble_anndata,
     cell_barcodes,
     check_size_arguments,
     combine_pair,
-    k562_baseline,
-    Modules,
     draw_modules,
+    k562_baseline,
     module_interactions,
     plan_interactions,
     rank_magnitudes,
@@ -181,7 +181,8 @@ def _responders(meta: NormanMetadata) -> np.ndarray:
     """Indices of the genes the real screen shows responding (any target's top DE genes), targets excluded:
     where a shared program's genes are drawn from."""
     position = meta.position
-    symbols = {s for column in ("top10_up_genes", "top10_down_genes") for e in meta.summaries[column] for s in str(e).split("|")}
+    columns = ("top10_up_genes", "top10_down_genes")
+    symbols = {s for column in columns for entry in meta.summaries[column] for s in str(entry).split("|")}
     return np.asarray(sorted(position[s] for s in symbols - set(meta.targets) if s in position))
 
 

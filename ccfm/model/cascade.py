@@ -130,7 +130,11 @@ class CascadedFlowModel(nn.Module):
         self.fusion = TokenFusion(hidden)
         self.pert_embedder = PerturbationEmbedder(cfg.n_genes, cfg.n_drugs, hidden)
         self.source = FlowSource(
-            cfg.source, cfg.source_noise, cfg.n_genes + cfg.n_drugs, cfg.n_genes, with_table=cfg.shift_tokens,
+            cfg.source,
+            cfg.source_noise,
+            cfg.n_genes + cfg.n_drugs,
+            cfg.n_genes,
+            with_table=cfg.shift_tokens,
             interaction=cfg.interaction_head,
         )
         if cfg.shift_tokens:  # the expected change of each gene under the perturbation, as a token feature

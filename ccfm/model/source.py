@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from ccfm.errors import CCFMError
 
-
 FIT_MAX_STEPS = 400  # measured on the validation draw: held-out doubles gain most at 100-200 steps, then overfit
 FIT_LR = 1e-2
 FIT_FOLDS = 4
@@ -144,28 +143,29 @@ def fit_interaction(
     folds = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).chunk(FIT_FOLDS)
     curve = np.zeros(FIT_MAX_STEPS + 1)  # held-out MSE after k steps, summed over the folds' doubles
     for held in folds:
-        rest = torch.cat([f for f in folds if f is not held])
         head.load_state_dict(start)
-        curve += len(held) * np.asarray(_adam(head, lambda: mse(rest), FIT_MAX_STEPS, watch=lambda: float(mse(held))))
+        rest = torch.cat([f for f in folds if f is not held])
+        curve += len(held) * np.asarray(_adam(head, mse, rest, FIT_MAX_STEPS, held))
     curve /= n
     best = int(np.argmin(curve))
     head.load_state_dict(start)
-    _adam(head, lambda: mse(torch.arange(n)), best)
+    _adam(head, mse, torch.arange(n), best)
     return InteractionFit(best, n, float(curve[0]), float(curve[best]))
 
 
-def _adam(head: nn.Module, loss: Callable[[], Tensor], steps: int, watch: Callable[[], float] | None = None) -> list[float]:
-    """`steps` full-batch Adam steps on `loss`; `watch()` before the first and after every step."""
+def _adam(
+    head: nn.Module, mse: Callable[[Tensor], Tensor], rows: Tensor, steps: int, held: Tensor | None = None
+) -> list[float]:
+    """`steps` full-batch Adam steps on mse(rows); mse(held) before the first and after every step ([] if None)."""
     optimizer = torch.optim.Adam(head.parameters(), lr=FIT_LR)
     seen = []
-    for _ in range(steps):
-        if watch is not None:
+    for step in range(steps + 1):
+        if held is not None:
             with torch.no_grad():
-                seen.append(watch())
+                seen.append(float(mse(held)))
+        if step == steps:
+            break
         optimizer.zero_grad()
-        loss().backward()
+        mse(rows).backward()
         optimizer.step()
-    if watch is not None:
-        with torch.no_grad():
-            seen.append(watch())
     return seen
