@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.seed),  # keeps the global RNG untouched
             prefetch_factor=4 if self.cfg.workers else None,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_ctrl_c,
         )
 
     def train_step(self, batch: Any) -> dict[str, float]:
@@ -183,6 +185,12 @@ class Trainer:
             "grad_norm": float(grad_norm),
             "lr": self.scheduler.get_last_lr()[0],
         }
+
+
+def _ignore_ctrl_c(_worker: int) -> None:
+    """Loader processes leave Ctrl-C to the main process, which stops them: a worker killed by the terminal's
+    SIGINT first would surface as a broken pipe instead of the resume message."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLog | None) -> None:
