@@ -50,6 +50,7 @@ from pipeline.train_setup import (
     gene_graph,
     prepare,
     prior_shifts,
+    training_pseudobulk,
 )
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         self.model = build_model(self.setup.model).to(self.device)
         self.model.set_gene_graph(gene_graph(self.setup, self.setup.model.graph_k, self.cfg.seed).to(self.device))
+        self.interaction = None
         if self.model.has_prior_shifts:
-            self.model.set_prior_shifts(prior_shifts(self.setup).to(self.device))
-        self.interaction = fit_interaction_head(self.model, self.setup, self.cfg.seed)
+            effects = training_pseudobulk(self.setup)
+            self.model.set_prior_shifts(prior_shifts(self.setup, effects).to(self.device))
+            self.interaction = fit_interaction_head(self.model, self.setup, effects, self.cfg.seed)
         if self.interaction is not None and self.ctx.is_main:
             log.info("interaction head: %s", self.interaction)
         self.ema = EMA(self.model, self.cfg.ema_decay)

@@ -118,7 +118,7 @@ def gene_graph(setup: RunSetup, k: int, seed: int) -> torch.Tensor:
     return full
 
 
-def _training_effects(setup: RunSetup) -> TrainingEffects:
+def training_pseudobulk(setup: RunSetup) -> TrainingEffects:
     """Pseudobulk deltas of every training condition against the training control cells, on the panel."""
     cells = setup.cells
 
@@ -129,13 +129,12 @@ def _training_effects(setup: RunSetup) -> TrainingEffects:
     return TrainingEffects.from_means(means, mean(cells.controls))
 
 
-def prior_shifts(setup: RunSetup) -> torch.Tensor:
+def prior_shifts(setup: RunSetup, effects: TrainingEffects) -> torch.Tensor:
     """(n_genes + n_drugs, n_genes) the prior shift of each perturbation token on each gene of the model's vocabulary:
     the pseudobulk delta of the token's training single against the control cells on the panel (the first G
     ids); a token without a training single gets the mean delta over all training perturbations (train_mean's).
     Genes outside the panel are never expression tokens: their columns stay 0."""
     cells = setup.cells
-    effects = _training_effects(setup)
     n_tokens, n_panel = setup.model.n_genes + setup.model.n_drugs, cells.expression.shape[1]
     table = np.zeros((n_tokens, setup.model.n_genes), dtype=np.float32)  # (T, n_genes)
     table[:, :n_panel] = effects.mean_delta()
@@ -146,13 +145,15 @@ def prior_shifts(setup: RunSetup) -> torch.Tensor:
     return torch.from_numpy(table)
 
 
-def fit_interaction_head(model: CascadedFlowModel, setup: RunSetup, seed: int) -> InteractionFit | None:
+def fit_interaction_head(
+    model: CascadedFlowModel, setup: RunSetup, effects: TrainingEffects, seed: int
+) -> InteractionFit | None:
     """Fit the prior source's interaction head (source.fit_interaction) on the training doubles' pseudobulk
-    deltas, after the prior shifts are set, and freeze it; None for a model without one."""
+    deltas (`effects`), after the prior shifts are set, and freeze it; None for a model without one."""
     source = model.source
     if source.interaction is None:
         return None
-    effects, cells = _training_effects(setup), setup.cells
+    cells = setup.cells
     doubles = [lab for lab, tokens in cells.tokens.items() if int((tokens >= 0).sum()) >= 2]
     fit = InteractionFit(0, 0, float("nan"), float("nan"))  # single perturbations only: the head stays 0
     if doubles:

@@ -45,9 +45,9 @@ def ccfm_command(*args: object) -> list[str]:
     return [sys.executable, "-m", "ccfm", *(str(a) for a in args)]
 
 
-def tiny_extract_args(data: Path, scgpt: Path, out: Path, shard_cells: int) -> list[object]:
-    """`extract` on a tiny workspace: 24 genes, one cell per scGPT batch, small shards, CPU."""
-    return ["extract", data, "--scgpt", scgpt, "--out", out, "--genes", "24", "--batch-size", "1"] + [
+def tiny_extract_args(data: Path, scgpt: Path, out: Path, shard_cells: int, batch_size: int = 1) -> list[object]:
+    """`extract` on a tiny workspace: 24 genes, `batch_size` cells per scGPT batch (one), small shards, CPU."""
+    return ["extract", data, "--scgpt", scgpt, "--out", out, "--genes", "24", "--batch-size", batch_size] + [
         "--norm-cells", "64", "--shard-cells", shard_cells, "--device", "cpu"
     ]  # fmt: skip
 

@@ -23,7 +23,7 @@ from ccfm.flow.sampling import SamplerConfig
 from ccfm.model import build_model
 from ccfm.model.cascade import target_mask
 from ccfm.model.source import FlowSource, fit_interaction
-from pipeline.train_setup import prior_shifts
+from pipeline.train_setup import prior_shifts, training_pseudobulk
 
 G, T = 5, 7  # panel genes; perturbation tokens (5 panel genes + 2 outside the panel)
 
@@ -140,7 +140,7 @@ def test_prior_shifts_are_the_singles_deltas_and_the_mean_delta_elsewhere() -> N
         tokens={"A": np.array([0, -1]), "B": np.array([1, -1]), "A+C": np.array([0, 2])},
     )
     setup = SimpleNamespace(cells=cells, model=SimpleNamespace(n_genes=6, n_drugs=0))  # 5 panel genes + 1 more
-    table = prior_shifts(setup).numpy()  # (6 tokens, 6 genes)
+    table = prior_shifts(setup, training_pseudobulk(setup)).numpy()  # (6 tokens, 6 genes)
     control = rows[[0, 4]].mean(0)
     delta = {"A": rows[1] - control, "B": rows[2] - control, "A+C": rows[3] - control}
     mean = np.mean(list(delta.values()), axis=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import anndata as ad
 import pytest
 import torch
-from clitools import ccfm_command, ok, refused, tiny_train_args, torchrun_command
+from clitools import ccfm_command, ok, refused, tiny_extract_args, tiny_train_args, torchrun_command
 
 
 @pytest.fixture(scope="module")
@@ -116,22 +116,7 @@ def test_device_cuda_without_a_gpu(env: dict, tmp_path: Path) -> None:
 def test_writer_lock_of_a_live_dead_and_foreign_holder(env: dict, tmp_path: Path) -> None:
     out = tmp_path / "locked.zarr"
     lock = tmp_path / "locked.zarr.lock"
-    args = (
-        "extract",
-        env["data"],
-        "--scgpt",
-        env["scgpt"],
-        "--out",
-        out,
-        "--genes",
-        "24",
-        "--norm-cells",
-        "64",
-        "--shard-cells",
-        "32",
-        "--device",
-        "cpu",
-    )
+    args = tiny_extract_args(env["data"], env["scgpt"], out, 32, batch_size=32)  # extract's default batch
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     refused(*args, match="is being written by pid")
     lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": "another-node"}))

@@ -207,8 +207,8 @@ def planted_effects(
     else:
         plan = plan_interactions(pairs, INTERACTION_FRACTION, rng)
     lfc = dict(singles)
+    programs = modules.programs if modules is not None else None
     for label, a, b in pairs:
-        programs = modules.programs if modules is not None else None
         combined = combine_pair(singles[a], singles[b], a, plan[label], programs)  # (G,)
         for token in (a, b):  # the guides' own CRISPRa effect is not subject to the interaction
             combined[position[token]] = singles[token][position[token]]

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ccfm.errors import CCFMError
 
-FIT_MAX_STEPS = 400  # measured on the validation draw: held-out doubles gain most at 100-200 steps, then overfit
+FIT_MAX_STEPS = 400  # cross-validation picks ≤ this; on the validation draw held-out doubles lost beyond ~200
 FIT_LR = 1e-2
 FIT_FOLDS = 4
 FIT_MIN_DOUBLES = 4  # fewer training doubles: the head stays 0 (nothing to learn an interaction from)
@@ -90,16 +90,15 @@ class FlowSource(nn.Module):
         """(B, G) what the components move together: signed √|Σ_{i<j} shift_i · shift_j|, 0 with one component.
         Two components that move a gene by d each give d, opposite moves −d: where an interaction between them
         (a shared pathway saturating or synergising) can show."""
-        rows = self._slot_shifts(pert, genes)  # (B, P, G)
-        pairs = (rows.sum(dim=1).pow(2) - rows.pow(2).sum(dim=1)) / 2  # (B, G) Σ_{i<j} r_i r_j
-        return pairs.sign() * pairs.abs().sqrt()
+        return _shared(self._slot_shifts(pert, genes))
 
     def prior_and_interaction(self, pert: Tensor, genes: Tensor) -> tuple[Tensor, Tensor]:
         """(prior shift, r̂), each (B, G); r̂ is 0 without an interaction head."""
-        prior = self.prior_shift(pert, genes)  # (B, G)
+        rows = self._slot_shifts(pert, genes)  # (B, P, G)
+        prior = rows.sum(dim=1)  # (B, G)
         if self.interaction is None:
             return prior, torch.zeros_like(prior)
-        return prior, self.interaction(genes, prior, self.shared_shift(pert, genes))
+        return prior, self.interaction(genes, prior, _shared(rows))
 
     def forward(self, control: Tensor, pert: Tensor, genes: Tensor, noise: Tensor) -> Tensor:
         """control, noise: (B, G); pert: (B, P); genes: (G,) ids (panel genes come first). Returns x0 (B, G)."""
@@ -110,6 +109,12 @@ class FlowSource(nn.Module):
             prior, interaction = self.prior_and_interaction(pert, genes)
             x0 = x0 + prior + interaction.detach()  # (B, G)
         return x0
+
+
+def _shared(rows: Tensor) -> Tensor:
+    """(B, G) signed √|Σ_{i<j} r_i r_j| of the slots' shifts rows (B, P, G)."""
+    pairs = (rows.sum(dim=1).pow(2) - rows.pow(2).sum(dim=1)) / 2  # (B, G)
+    return pairs.sign() * pairs.abs().sqrt()
 
 
 @dataclass(frozen=True)
