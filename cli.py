@@ -82,11 +82,19 @@ def toy_scgpt(
     d_model: Annotated[int, typer.Option(help="Embedding width (released: 512).")] = 64,
     layers: Annotated[int, typer.Option(help="Transformer layers (released: 12).")] = 2,
     heads: Annotated[int, typer.Option(help="Attention heads (released: 8).")] = 4,
-    genes_from: Annotated[Path | None, typer.Option(help="h5ad whose genes the vocab must cover.")] = None,
+    genes_from: Annotated[
+        Path | None, typer.Option(help="h5ad whose genes the vocab must cover (default: the --pretrain data).")
+    ] = None,
+    pretrain: Annotated[
+        Path | None,
+        typer.Option(help="h5ad whose control cells train it with scGPT's masked-expression objective."),
+    ] = None,
+    minutes: Annotated[float, typer.Option(help="Pretraining budget, wall-clock minutes.")] = 3.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a randomly initialized scGPT checkpoint in the released whole-human layout (a stand-in)."""
+    """Write a toy scGPT checkpoint in the released whole-human layout (a stand-in): random weights, or
+    briefly pretrained on a data set's control cells with --pretrain."""
     from pipeline import toy_scgpt as stage
 
     path = _call(
@@ -97,12 +105,15 @@ def toy_scgpt(
                 layers=layers,
                 heads=heads,
                 genes_from=genes_from,
+                pretrain=pretrain,
+                minutes=minutes,
                 seed=seed,
                 overwrite=overwrite,
             )
         )
     )
-    typer.echo(f"toy scGPT checkpoint (random weights, a STAND-IN) written to {path}")
+    weights = "random weights" if pretrain is None else f"pretrained on {pretrain}"
+    typer.echo(f"toy scGPT checkpoint ({weights}, a STAND-IN) written to {path}")
 
 
 @app.command("fetch-scgpt")

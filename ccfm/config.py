@@ -87,14 +87,16 @@ class SimulateConfig:
 
 @dataclass(frozen=True)
 class ToyScgptConfig:
-    """`ccfm toy-scgpt`: a randomly initialized scGPT checkpoint in the released whole-human layout."""
+    """`ccfm toy-scgpt`: a toy scGPT checkpoint in the released whole-human layout, random or briefly pretrained."""
 
     out: Path  # folder to write best_model.pt, vocab.json, args.json into
     d_model: int = 64  # embsize (released: 512)
     layers: int = 2  # nlayers (released: 12)
     heads: int = 4  # nheads (released: 8)
     genes_from: Path | None = None  # h5ad whose gene symbols must be in the vocab (else the whole census vocab)
-    seed: int = 0  # seeds the random weights
+    pretrain: Path | None = None  # h5ad whose control cells train it (masked expression); None: random weights
+    minutes: float = 3.0  # wall-clock pretraining budget
+    seed: int = 0  # seeds the random weights (and the pretraining's draws)
     overwrite: bool = False  # replace an existing folder
 
     def __post_init__(self) -> None:
@@ -102,6 +104,7 @@ class ToyScgptConfig:
         _int_in(self.layers, "--layers", 1, 48)
         _int_in(self.heads, "--heads", 1, 64)
         _need(self.d_model % self.heads == 0, "--d-model", f"a multiple of --heads {self.heads}", self.d_model)
+        _real_in(self.minutes, "--minutes", 0, 24 * 60, open_low=True)
         _int_in(self.seed, "--seed", 0, MAX_SEED)
 
 

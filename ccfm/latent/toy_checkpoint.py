@@ -1,16 +1,17 @@
-"""A randomly initialized scGPT checkpoint in the released whole-human layout, for tests and the demo.
+"""A toy scGPT checkpoint in the released whole-human layout, for tests, the demo and the study.
 
 The released weights cannot be downloaded on these machines. The toy has the same three files, the same tensor
 names (flash-attention `self_attn.Wqkv.*`, the extra `flag_encoder.weight`), real gene symbols from the scgpt
 wheel's census vocabulary with `<pad>`, `<cls>`, `<eoc>` last, and the released args.json with only the sizes
 changed. It is labelled as a stand-in inside args.json ("stand_in": true), so nothing built on it can pass for
-real scGPT features.
+real scGPT features. Its weights are random, or (`pretrain`) trained for a few CPU minutes with scGPT's own
+masked-expression objective (ccfm.latent.pretrain), which args.json then records.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,12 @@ def _toy_args(d_model: int, layers: int, heads: int, seed: int) -> dict[str, Any
     return args
 
 
-def _toy_state_dict(args: dict[str, Any], token2idx: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
+#: pretrain(model, token2idx) trains the freshly built model in place and returns what to record in args.json
+Pretrainer = Callable[[torch.nn.Module, dict[str, int]], dict[str, Any]]
+
+
+def _toy_state_dict(model: torch.nn.Module, args: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
     """The model's state dict under the release's tensor names."""
-    model = build_scgpt_model(args, token2idx, seed=seed)
     state: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict().items():
         # The release was trained with flash-attn, whose fused projection is named Wqkv.
@@ -91,12 +95,15 @@ def build_toy_checkpoint(
     heads: int,
     genes: Sequence[str] | None,
     seed: int,
+    pretrain: Pretrainer | None = None,
 ) -> Path:
-    """Write a random scGPT checkpoint (best_model.pt, vocab.json, args.json) into the folder `out` (made if
+    """Write a toy scGPT checkpoint (best_model.pt, vocab.json, args.json) into the folder `out` (made if
     absent; `ccfm toy-scgpt` stages it beside its final place and renames it there).
 
     `genes`: symbols that must be in the vocab (those found in the census vocab are kept, plus a seeded sample
-    of ~2,000 others); None keeps the whole census vocab. The same arguments give byte-identical files.
+    of ~2,000 others); None keeps the whole census vocab. Without `pretrain` the weights are the seeded random
+    initialization and the same arguments give byte-identical files; with it they are what it trained, and its
+    record goes to args.json["pretraining"].
     """
     out = Path(out)
     for name, value in (("d_model", d_model), ("layers", layers), ("heads", heads)):
@@ -108,7 +115,15 @@ def build_toy_checkpoint(
     symbols = _select_genes(census_gene_symbols(), genes, seed)
     token2idx = {token: i for i, token in enumerate([*symbols, *SPECIAL_TOKENS])}
     args = _toy_args(d_model, layers, heads, seed)
-    state = _toy_state_dict(args, token2idx, seed)
+    model = build_scgpt_model(args, token2idx, seed=seed)
+    if pretrain is not None:
+        args["pretraining"] = pretrain(model, token2idx)
+        args["description"] = (
+            f"Toy scGPT (seed {seed}) in the released whole-human layout, pretrained for a few CPU minutes with "
+            "scGPT's masked-expression objective on the cells args.json['pretraining'] names, by ccfm. NOT the "
+            "released weights: what its features know comes from that one data set."
+        )
+    state = _toy_state_dict(model, args, seed)
 
     out.mkdir(parents=True, exist_ok=True)
     torch.save(state, out / "best_model.pt")
