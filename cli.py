@@ -257,6 +257,11 @@ def train(
     latent_target: Annotated[
         str, typer.Option(help="What the latent head predicts: clean (the clean latent) or velocity.")
     ] = "clean",
+    latent_pca: Annotated[int, typer.Option(help="PCA components per gene the latent flows as (0: all D).")] = 8,
+    latent_source: Annotated[
+        str, typer.Option(help="The latent flow's z0: prior (control + code shifts of singles) or noise.")
+    ] = "prior",
+    latent_source_noise: Annotated[float, typer.Option(help="Std of the noise added to the latent prior.")] = 1.0,
     source: Annotated[
         str, typer.Option(help="The flow's x0: prior (control + Δ of singles), control, noise.")
     ] = "prior",
@@ -307,6 +312,9 @@ def train(
                 t_latent_for_expr=t_latent_for_expr,  # type: ignore[arg-type]  # checked by the time sampler
                 latent_weight=latent_weight,
                 latent_target=latent_target,  # type: ignore[arg-type]  # checked by the model
+                latent_pca=latent_pca,
+                latent_source=latent_source,  # type: ignore[arg-type]  # checked by TrainConfig
+                latent_source_noise=latent_source_noise,
                 source=source,  # type: ignore[arg-type]  # checked by TrainConfig
                 source_noise=source_noise,
                 pert_cells=pert_cells,

@@ -150,6 +150,7 @@ class ExtractConfig:
 
 
 SOURCES = ("noise", "control", "prior")
+LATENT_SOURCES = ("noise", "prior")
 #: Model fields added after the first runs were written, with the behaviour those runs had.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "target_flag": False,
@@ -158,6 +159,9 @@ LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "time_scale": 1.0,
     "source": "noise",
     "source_noise": 1.0,
+    "latent_pca": 0,
+    "latent_source": "noise",
+    "latent_source_noise": 1.0,
 }
 
 
@@ -184,11 +188,22 @@ class ModelConfig:
     time_scale: float = 1000.0  # flow time × this before the sinusoids: raw t in [0, 1] moves a quarter of them
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0 (ccfm/model/source.py)
     source_noise: float = 0.1  # std of the Gaussian added to the control or prior source (noise: N(0, I))
+    latent_pca: int = 8  # k: the latent flows as k PCA components per gene (ccfm/model/latent_space.py); 0: all D
+    latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I), or control + Σ code shifts
+    latent_source_noise: float = 1.0  # std of the Gaussian added to the latent prior source
 
     def __post_init__(self) -> None:
         _one_of(self.source, "--source", SOURCES)
         _real_in(self.source_noise, "--source-noise", 0, 10)
         _real_in(self.time_scale, "time_scale", 0, open_low=True)
+        _int_in(self.latent_pca, "--latent-pca", 0, self.latent_dim)
+        _one_of(self.latent_source, "--latent-source", LATENT_SOURCES)
+        _real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
+
+    @property
+    def latent_width(self) -> int:
+        """K, the numbers per gene the latent stream generates: the PCA components, or the full D."""
+        return self.latent_pca if self.latent_pca > 0 else self.latent_dim
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -230,6 +245,9 @@ class TrainConfig:
     t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
     latent_weight: float = 1.0  # weight of the latent MSE
     latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
+    latent_pca: int = 8  # the latent flows as this many PCA components per gene (0: all D features)
+    latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I) or control + Σ code shifts
+    latent_source_noise: float = 1.0  # std of the noise added to the latent prior source
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
     source_noise: float = 0.1  # std of the noise added to the control / prior source
     target_flag: bool = True  # the perturbed genes' own tokens carry a learned target vector
@@ -268,6 +286,9 @@ class TrainConfig:
         _one_of(self.t_dist, "t_dist", ("uniform", "logit_normal"))
         _real_in(self.latent_weight, "--latent-weight", 0)
         _one_of(self.latent_target, "--latent-target", ("clean", "velocity"))
+        _int_in(self.latent_pca, "--latent-pca", 0)  # at most the store's D: checked when the model is built
+        _one_of(self.latent_source, "--latent-source", LATENT_SOURCES)
+        _real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
         _one_of(self.source, "--source", SOURCES)
         _real_in(self.source_noise, "--source-noise", 0, 10)
         _int_in(self.pert_cells, "--pert-cells", 2)  # the MMD of a perturbation needs 2 of its cells

@@ -47,6 +47,7 @@ from pipeline.train_setup import (
     check_resumable,
     describe_run,
     fit_interaction_head,
+    fit_latent_space,
     gene_graph,
     prepare,
     prior_shifts,
@@ -104,6 +105,13 @@ class Trainer:
             self.interaction = fit_interaction_head(self.model, self.setup, effects, self.cfg.seed)
         if self.interaction is not None and self.ctx.is_main:
             log.info("interaction head: %s", self.interaction)
+        self.latent_fit = None
+        if self.setup.model.latent == "scgpt":
+            self.latent_fit = fit_latent_space(
+                self.model, self.setup, SourceSpec(self.cfg.cache, self.cfg.scgpt).open(), self.cfg.seed
+            )
+        if self.latent_fit is not None and self.ctx.is_main:
+            log.info("latent space: %s", self.latent_fit)
         self.ema = EMA(self.model, self.cfg.ema_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg))
@@ -128,6 +136,7 @@ class Trainer:
             "provenance": provenance(self.device, self.cfg.seed),
             "completed_steps": step,
             "interaction_fit": None if self.interaction is None else dataclasses.asdict(self.interaction),
+            "latent_fit": None if self.latent_fit is None else dataclasses.asdict(self.latent_fit),
         }
 
     def restore(self, payload: dict[str, Any]) -> int:

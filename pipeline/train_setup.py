@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ccfm.config import MODEL_PRESETS, ModelConfig, TrainConfig
 from ccfm.data.batches import PerturbationVocab, TrainingCells, build_vocab
@@ -26,9 +27,13 @@ from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
 from ccfm.model.cascade import CascadedFlowModel
 from ccfm.model.graph import coexpression_graph
+from ccfm.model.latent_space import GenePCA
 from ccfm.model.source import InteractionFit, fit_interaction
 
 GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
+LATENT_FIT_CELLS = 24  # cells per training condition read for the latent PCA and prior (seeded sample)
+LATENT_FIT_CONTROLS = 512  # ... and control cells
+LATENT_READ_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) ->
         latent_dim=latent_dim,
         latent=cfg.latent,
         latent_target=cfg.latent_target,
+        latent_pca=cfg.latent_pca if cfg.latent == "scgpt" else 0,
+        latent_source=cfg.latent_source,
+        latent_source_noise=cfg.latent_source_noise,
         source=cfg.source,
         source_noise=cfg.source_noise,
         target_flag=cfg.target_flag,
@@ -166,6 +174,68 @@ def fit_interaction_head(
         fit = fit_interaction(source.interaction, prior, shared, observed - prior, genes, seed)
     source.interaction.requires_grad_(False)  # fixed from here: the flow's training never moves it
     return fit
+
+
+@dataclass(frozen=True)
+class LatentFit:
+    """What the latent space was fitted on (recorded in the checkpoints)."""
+
+    cells: int  # training cells whose cached latents were read
+    pca_components: int  # k (0: no PCA)
+    pca_explained: float  # mean over panel genes of the variance share the k components keep (1.0 without PCA)
+    prior: bool  # the latent prior source's control code and shift table were set
+
+
+def fit_latent_space(model: CascadedFlowModel, setup: RunSetup, source: LatentSource, seed: int) -> LatentFit | None:
+    """Set the latent space's PCA and prior tables (ccfm/model/latent_space.py) from the cached latents of a seeded
+    sample of training cells: LATENT_FIT_CELLS per training condition and LATENT_FIT_CONTROLS controls. None for a
+    model with neither."""
+    space = model.latent_space if model.has_latent else None
+    if space is None or (not space.has_pca and space.kind == "noise"):
+        return None
+    cells, rng = setup.cells, np.random.default_rng([seed, 17])
+    groups = {"": cells.controls, **cells.by_condition}  # "" = the controls
+    n_panel, d = cells.expression.shape[1], space.d
+    pca = GenePCA(n_panel, d) if space.has_pca else None
+    means, n_read = {}, 0
+    for label, rows in groups.items():
+        size = LATENT_FIT_CONTROLS if label == "" else LATENT_FIT_CELLS
+        rows = np.sort(rng.choice(rows, size=min(size, rows.size), replace=False))
+        total = torch.zeros(n_panel, d, dtype=torch.float64)
+        for chunk in np.array_split(rows, max(1, rows.size // LATENT_READ_CHUNK)):
+            names = cells.obs_names[chunk].tolist()
+            z = torch.from_numpy(source.get(names, cells.expression[chunk].toarray()).features)  # (n, G, D)
+            total += z.double().sum(dim=0)
+            if pca is not None:
+                pca.add(z)
+        means[label] = (total / rows.size).float()  # (G, D)
+        n_read += rows.size
+    device, panel = space.mean.device, torch.arange(n_panel)
+    explained = 1.0
+    if pca is not None:
+        mean, basis, share = pca.fit(space.k)
+        space.set_pca(_pad_genes(mean, model.cfg.n_genes).to(device), _pad_genes(basis, model.cfg.n_genes).to(device))
+        explained = float(share.mean())
+    if space.kind == "prior":
+        code = {lab: space.encode(m[None].to(device), panel.to(device))[0].cpu() for lab, m in means.items()}
+        control = code.pop("")
+        deltas = {lab: c - control for lab, c in code.items()}
+        table = torch.stack(list(deltas.values())).mean(dim=0).expand(model.cfg.n_genes + model.cfg.n_drugs, -1, -1)
+        table = table.clone()  # (T, G, K): train_mean's shift for tokens without a training single
+        for label, tokens in cells.tokens.items():
+            filled = tokens[tokens >= 0]
+            if filled.size == 1:
+                table[int(filled[0])] = deltas[label]
+        n_genes = model.cfg.n_genes
+        space.set_prior(_pad_genes(control, n_genes).to(device), _pad_genes(table.transpose(0, 1), n_genes).transpose(0, 1).to(device))
+    return LatentFit(n_read, space.k, explained, space.kind == "prior")
+
+
+def _pad_genes(rows: Tensor, n_genes: int) -> Tensor:
+    """(G, ...) panel rows padded with zeros to the model's n_genes (genes outside the panel never carry a latent)."""
+    out = rows.new_zeros((n_genes, *rows.shape[1:]))
+    out[: rows.shape[0]] = rows
+    return out
 
 
 def describe_run(cfg: TrainConfig, setup: RunSetup) -> dict[str, Any]:

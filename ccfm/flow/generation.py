@@ -43,8 +43,8 @@ def generate_cells(
     genes = torch.arange(g, device=control.device)  # (G,) the panel is the first G gene ids
     x0 = model.flow_source(control, pert, genes, gaussian_noise((b, g), generator, control.device))  # (B, G)
     z0 = None
-    if model.cfg.latent == "scgpt":
-        z0 = gaussian_noise((b, g, model.cfg.latent_dim), generator, control.device)  # (B, G, D)
+    if model.cfg.latent == "scgpt":  # in code space (B, G, K); model.latent_space.decode gives full latents
+        z0 = model.latent_flow_source(pert, genes, gaussian_noise((b, g, model.cfg.latent_width), generator, control.device))
     uncond = None
     if cfg.guidance_expr != 1.0 or (z0 is not None and cfg.guidance_latent != 1.0):
         uncond = _velocity(model, control, genes, torch.full_like(pert, NULL_PERTURBATION))
@@ -60,7 +60,8 @@ def generate_from_latent(
     generator: torch.Generator,
     cfg: SamplerConfig,
 ) -> Tensor:
-    """Stage 2 alone: expression (B, G) for B (control, perturbation) pairs guided by a given clean latent (B, G, D).
+    """Stage 2 alone: expression (B, G) for B (control, perturbation) pairs guided by a given clean latent code
+    (B, G, K) (model.latent_space.encode of full latents).
 
     With the measured latents of real perturbed cells this shows what a perfect stage 1 would give.
     """

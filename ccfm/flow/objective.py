@@ -60,9 +60,10 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
                            None if batch.latent is None else batch.latent[perm], batch.groups)  # fmt: skip
     expr = linear_path(x0, batch.target, times.t_expr)
     latent = None
-    if use_latent:
-        z0 = gaussian_noise(tuple(batch.latent.shape), generator, device)  # (B, G, D)
-        latent = linear_path(z0, batch.latent, times.t_latent)
+    if use_latent:  # the latent flows as codes (B, G, K): PCA components per gene, or the features themselves
+        z1 = core.latent_space.encode(batch.latent, batch.genes)  # (B, G, K)
+        z0 = core.latent_flow_source(batch.pert, batch.genes, gaussian_noise(tuple(z1.shape), generator, device))
+        latent = linear_path(z0, z1, times.t_latent)
     pert = label_dropout(batch.pert, cfg.cfg_dropout, generator) if cfg.cfg_dropout > 0 else batch.pert
     out = model(
         FlowInputs(

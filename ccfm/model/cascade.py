@@ -30,6 +30,7 @@ from ccfm.model.embeddings import (
 )
 from ccfm.model.graph import GeneEncoder
 from ccfm.model.heads import ExpressionHead, LatentHead
+from ccfm.model.latent_space import LatentSpace
 from ccfm.model.source import FlowSource
 
 
@@ -97,7 +98,7 @@ def _check_inputs(cfg: ModelConfig, inputs: FlowInputs) -> None:
             "this model was built with latent='scgpt': FlowInputs needs z_t (B, G, D) and "
             "t_latent (B,); build with latent='none' for the ablation without a latent."
         )
-    _expect_shape("z_t", inputs.z_t, (b, g, cfg.latent_dim), "B × G × D, D = cfg.latent_dim")
+    _expect_shape("z_t", inputs.z_t, (b, g, cfg.latent_width), "B × G × K, K = cfg.latent_width (PCA codes or D)")
 
 
 def target_mask(genes: Tensor, pert: Tensor) -> Tensor:
@@ -148,8 +149,12 @@ class CascadedFlowModel(nn.Module):
         self.expr_head = ExpressionHead(hidden)
         if cfg.latent == "scgpt":
             self.t_latent_embedder = TimestepEmbedder(hidden, scale=cfg.time_scale)
-            self.latent_embedder = LatentEmbedder(cfg.latent_dim, cfg.latent_bottleneck, hidden)
-            self.latent_head = LatentHead(hidden, cfg.heads, cfg.latent_dim, cfg.latent_head_blocks)
+            self.latent_embedder = LatentEmbedder(cfg.latent_width, cfg.latent_bottleneck, hidden)
+            self.latent_head = LatentHead(hidden, cfg.heads, cfg.latent_width, cfg.latent_head_blocks)
+            self.latent_space = LatentSpace(
+                cfg.n_genes, cfg.n_genes + cfg.n_drugs, cfg.latent_dim, cfg.latent_pca, cfg.latent_source,
+                cfg.latent_source_noise,
+            )  # fmt: skip
 
     @property
     def has_latent(self) -> bool:
@@ -158,6 +163,10 @@ class CascadedFlowModel(nn.Module):
     def flow_source(self, control: Tensor, pert: Tensor, genes: Tensor, noise: Tensor) -> Tensor:
         """x0 (B, G) of the expression flow (ccfm/model/source.py), the same in training and sampling."""
         return self.source(control, pert, genes, noise)
+
+    def latent_flow_source(self, pert: Tensor, genes: Tensor, noise: Tensor) -> Tensor:
+        """z0 (B, G, K) of the latent flow (ccfm/model/latent_space.py) from noise (B, G, K)."""
+        return self.latent_space.source(pert, genes, noise)
 
     @property
     def has_prior_shifts(self) -> bool:
