@@ -1,18 +1,20 @@
-"""Why does (or doesn't) the latent help? Diagnostics on one fold of the quality study.
+"""Why does (or doesn't) the latent help? Stage-by-stage diagnostics on one fold of the quality study.
 
 For every held-out perturbation, with the same control cells and noise seeds for every arm:
-- `ccfm`: the full two-stage sampler (stage 1 latent from noise, stage 2 expression);
-- `ccfm + measured latent`: stage 2 alone, guided by the latents extraction wrote for real cells of that
-  perturbation — what a perfect stage 1 would give (an upper bound: the latent is a function of the very cells
-  it is compared with);
-- `ccfm + control latent`: stage 2 guided by latents of control cells — does stage 2 read the latent at all?
-- `no-latent`: the ablation.
-Expression is scored by pearson_delta and mse of the pseudobulk against the real cells (computed here, not
-by cell-eval, so the arms are compared on the same cells). Stage 1 is scored in latent space: the Pearson
-correlation of the generated and measured mean latent shifts from the control latent mean, and the latent
-MSE of the trained model against the loss of predicting a zero velocity.
+- expression (stage 2) from four latents: the one stage 1 generated (`ccfm`, the full sampler); the latents
+  extraction wrote for real cells of that perturbation (`measured`: what a perfect stage 1 would give — an
+  upper bound, the latent being a function of the very cells it is compared with); latents of control cells
+  (`control`: does stage 2 read the latent at all?); and the model without a latent (`no-latent`).
+  Scored by pearson_delta and mse of the pseudobulk against the real cells (computed here, not by cell-eval,
+  so the arms are compared on the same cells).
+- the latent (stage 1): the generated mean latent shift from the control latent mean against the measured one
+  (Pearson over genes × features, and relative error ‖generated − measured‖ / ‖measured‖), in the full D
+  features (codes decoded), beside null references that use no model: an all-zero latent, the training-mean
+  latent (mean over training perturbations of their cells' latents) and the latent of other control cells;
+  and the ceiling of the code space (the measured latents encoded and decoded: what a perfect stage 1 in codes
+  could reach).
 
-    python -m bench.diagnose CCFM_RUN NO_LATENT_RUN STORE [--cells 32] [--steps 10]
+    python -m bench.diagnose CCFM_RUN NO_LATENT_RUN STORE [--cells 32] [--steps 2]
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from ccfm.latent.source import LatentSource
 from pipeline.run_folder import TrainedRun, load_real_data, load_run
 
 ARMS = ("ccfm", "ccfm + measured latent", "ccfm + control latent", "no-latent")
+#: stage-1 rows: the generated latent, the code-space ceiling, then the null references (no model)
+LATENT_ROWS = ("generated", "measured, through the codes", "all-zero latent", "training-mean latent", "control latent")
+REFERENCE_CELLS = 256  # control cells (twice: baseline and reference) and training cells for the mean latent
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,53 +80,92 @@ def _sample(
     return sample.expression.numpy(), None if sample.latent is None else sample.latent.numpy()
 
 
+def _relative_error(generated: np.ndarray, measured: np.ndarray) -> float:
+    return float(np.linalg.norm(generated - measured) / max(np.linalg.norm(measured), 1e-12))
+
+
+def _latents(source: LatentSource, data: Any, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(n, G, D) cached latents of data rows."""
+    return source.get(data.obs_names[rows].tolist(), _dense(data.expression[rows][:, columns])).features
+
+
+def training_mean_latent(
+    source: LatentSource, data: Any, train: list[str], columns: np.ndarray, seed: int
+) -> np.ndarray:
+    """(G, D) the mean over training perturbations of their cells' mean latent (a seeded sample of cells)."""
+    rng = np.random.default_rng([seed, 3])
+    per = max(2, REFERENCE_CELLS // max(1, len(train)))
+    means = []
+    for label in train:
+        rows = data.cell_indices(label)
+        means.append(
+            _latents(source, data, np.sort(rng.choice(rows, min(per, rows.size), replace=False)), columns).mean(0)
+        )
+    return np.mean(means, axis=0)
+
+
 def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int, seed: int = 0) -> dict[str, Any]:
     ccfm, none = load_run(ccfm_run), load_run(none_run)
     data = load_real_data(ccfm.info)
     columns = panel_columns(data, ccfm.info.panel)
     source = LatentSource.open(store, None)
+    space = ccfm.model.latent_space
+    genes = torch.arange(columns.size)
+    codes = lambda z: space.encode(torch.from_numpy(z), genes)  # noqa: E731  (n, G, D) -> (n, G, K)
+    full = lambda c: space.decode(c, genes).numpy()  # noqa: E731  (n, G, K) -> (n, G, D)
     rng = np.random.default_rng(seed)
     control_rows = data.control_indices()
     control_all = _dense(data.expression[control_rows][:, columns])  # (Nc, G)
     control_mean = control_all.mean(0)  # (G,)
-    probe = rng.choice(control_rows.size, size=min(256, control_rows.size), replace=False)
-    control_names = data.obs_names[control_rows[probe]].tolist()
-    control_latent = source.get(control_names, control_all[probe]).features  # (256, G, D)
+    half = min(REFERENCE_CELLS, control_rows.size // 2)  # two disjoint control samples: baseline and reference
+    probe = rng.permutation(control_rows.size)
+    base, other = probe[:half], probe[half : 2 * half]
+    control_latent = _latents(source, data, control_rows[base], columns)  # (n, G, D)
+    control_latent_mean = control_latent.mean(0)  # (G, D)
+    other_control_mean = _latents(source, data, control_rows[other], columns).mean(0)  # (G, D)
+    train_mean = training_mean_latent(source, data, list(ccfm.info.split.train), columns, seed)
     sampler = SamplerConfig(method="euler", steps=steps, latent_steps=steps)
     rows = []
     for label in tqdm(ccfm.info.split.test, desc="diagnose", unit="perturbation"):
         cell_rows = data.cell_indices(label)
-        take = rng.choice(cell_rows.size, size=min(cells, cell_rows.size), replace=False)
-        real_rows = cell_rows[take]
+        real_rows = cell_rows[rng.choice(cell_rows.size, size=min(cells, cell_rows.size), replace=False)]
         real = _dense(data.expression[real_rows][:, columns])  # (n, G)
-        real_latent = source.get(data.obs_names[real_rows].tolist(), real).features  # (n, G, D)
+        real_latent = _latents(source, data, real_rows, columns)  # (n, G, D)
         n = real.shape[0]
         start = torch.from_numpy(control_all[rng.integers(control_all.shape[0], size=n)])  # (n, G)
-        ctrl_latent = torch.from_numpy(control_latent[rng.integers(control_latent.shape[0], size=n)])  # (n, G, D)
+        ctrl_latent = control_latent[rng.integers(control_latent.shape[0], size=n)]  # (n, G, D)
         tokens = torch.from_numpy(np.stack([ccfm.vocab.ids(parse_condition(label))] * n))  # (n, P)
         noise = seed + len(rows)  # the same noise for every arm of this perturbation
 
-        full, generated_latent = _sample(ccfm, start, tokens, noise, sampler)
+        expression, generated = _sample(ccfm, start, tokens, noise, sampler)
         arms = {
-            "ccfm": full,
-            "ccfm + measured latent": _sample(ccfm, start, tokens, noise, sampler, torch.from_numpy(real_latent))[0],
-            "ccfm + control latent": _sample(ccfm, start, tokens, noise, sampler, ctrl_latent)[0],
+            "ccfm": expression,
+            "ccfm + measured latent": _sample(ccfm, start, tokens, noise, sampler, codes(real_latent))[0],
+            "ccfm + control latent": _sample(ccfm, start, tokens, noise, sampler, codes(ctrl_latent))[0],
             "no-latent": _sample(none, start, tokens, noise, sampler)[0],
         }
         real_delta = real.mean(0) - control_mean
-        record = {"perturbation": label}
+        record: dict[str, Any] = {"perturbation": label}
         for arm, pred in arms.items():
             record[f"{arm}: pearson_delta"] = _pearson(pred.mean(0) - control_mean, real_delta)
             record[f"{arm}: mse"] = float(((pred.mean(0) - real.mean(0)) ** 2).mean())
-        latent_shift = real_latent.mean(0) - control_latent.mean(0)  # (G, D)
-        generated_shift = generated_latent.mean(0) - control_latent.mean(0)  # (G, D)
-        record["latent: pearson of mean shift"] = _pearson(generated_shift, latent_shift)
+        measured = real_latent.mean(0) - control_latent_mean  # (G, D)
+        latent_means = {
+            "generated": full(torch.from_numpy(generated)).mean(0),
+            "measured, through the codes": full(codes(real_latent)).mean(0),
+            "all-zero latent": np.zeros_like(control_latent_mean),
+            "training-mean latent": train_mean,
+            "control latent": other_control_mean,
+        }
+        for name, mean in latent_means.items():
+            record[f"latent {name}: pearson"] = _pearson(mean - control_latent_mean, measured)
+            record[f"latent {name}: relative error"] = _relative_error(mean - control_latent_mean, measured)
         record["latent: |measured shift| / |control spread|"] = float(
-            np.linalg.norm(latent_shift) / np.linalg.norm(control_latent.std(0))
+            np.linalg.norm(measured) / np.linalg.norm(control_latent.std(0))
         )
         rows.append(record)
     table = pd.DataFrame(rows).set_index("perturbation")
-    sample_names = data.obs_names[control_rows[probe[:64]]].tolist()
+    sample_names = data.obs_names[control_rows[base[:64]]].tolist()
     return {
         "run": str(ccfm_run),
         "no_latent_run": str(none_run),
@@ -130,21 +174,23 @@ def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int
         "mean": table.mean().to_dict(),
         "per_perturbation": table.reset_index().to_dict(orient="records"),
         "losses_last_50_steps": {"ccfm": final_losses(ccfm_run), "no-latent": final_losses(none_run)},
-        "latent_mse_of_zero_velocity": zero_velocity_loss(source, sample_names, control_all[probe[:64]]),
+        "latent_mse_of_zero_velocity": zero_velocity_loss(source, sample_names, control_all[base[:64]]),
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
     mean = result["mean"]
-    lines = ["| arm | pearson_delta ↑ | mse ↓ |", "|---|---|---|"]
+    lines = ["| stage 2: expression from | pearson_delta ↑ | mse ↓ |", "|---|---|---|"]
     lines += [f"| {arm} | {mean[f'{arm}: pearson_delta']:.3f} | {mean[f'{arm}: mse']:.4f} |" for arm in ARMS]
-    losses = result["losses_last_50_steps"]["ccfm"]
+    lines += ["", "| stage 1: mean latent shift of | Pearson with measured ↑ | relative error ↓ |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {mean[f'latent {name}: pearson']:.3f} | {mean[f'latent {name}: relative error']:.3f} |"
+        for name in LATENT_ROWS
+    ]
     lines += [
         "",
-        f"- stage 1: Pearson of generated vs measured mean latent shift {mean['latent: pearson of mean shift']:.3f}; "
-        f"measured shift / control spread {mean['latent: |measured shift| / |control spread|']:.3f}",
-        f"- latent MSE over the last 50 steps {losses.get('latent_mse', float('nan')):.3f} vs "
-        f"{result['latent_mse_of_zero_velocity']:.3f} for predicting a zero velocity",
+        f"- measured latent shift / control spread {mean['latent: |measured shift| / |control spread|']:.3f} "
+        f"(the shift's size against the cell-to-cell spread; {result['cells_per_perturbation']} cells per double)",
     ]
     return "\n".join(lines)
 
@@ -155,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("no_latent_run", type=Path)
     p.add_argument("store", type=Path)
     p.add_argument("--cells", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=2)
     p.add_argument("--out", type=Path, help="write the result as JSON here")
     args = p.parse_args(argv)
     result = diagnose(args.ccfm_run, args.no_latent_run, args.store, args.cells, args.steps)

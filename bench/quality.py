@@ -68,22 +68,24 @@ SELECT_BY = "pearson_delta"
 
 @dataclass(frozen=True)
 class Variant:
-    """One setting of the cascade's knobs."""
+    """One setting of the cascade's knobs (TrainConfig fields of the same names)."""
 
     name: str
     latent_first_prob: float = 0.4
-    t_latent_for_expr: str = "clean"
+    t_latent_for_expr: str = "clean"  # "late": expression samples see t_latent ~ U(0.75, 1)
     latent_weight: float = 1.0
-    latent_target: str = "velocity"  # "clean": the latent head predicts the clean latent (x-prediction)
+    latent_target: str = "clean"  # the latent head predicts the clean latent (x-prediction) or the velocity
+    latent_pca: int = 8  # PCA components per gene the latent flows as (0: all D features)
+    latent_source: str = "prior"  # z0: control + composed code shifts of the components, + noise; or N(0, I)
 
 
 SWEEP = (
-    Variant("p0.4-clean-w1"),  # the defaults before the study
-    Variant("p0.2-clean-w1", latent_first_prob=0.2),
-    Variant("p0.6-clean-w1", latent_first_prob=0.6),
-    Variant("p0.4-late-w1", t_latent_for_expr="late"),
-    Variant("p0.4-clean-w0.3", latent_weight=0.3),
-    Variant("p0.4-clean-w1-xpred", latent_target="clean"),
+    Variant("noise-full", latent_pca=0, latent_source="noise"),  # the cascade before this study (xpred)
+    Variant("noise-pca8", latent_source="noise"),
+    Variant("prior-full", latent_pca=0),
+    Variant("prior-pca8"),
+    Variant("prior-pca8-late", t_latent_for_expr="late"),
+    Variant("prior-pca8-p0.2", latent_first_prob=0.2),
 )
 
 
@@ -96,7 +98,8 @@ class Settings:
     data: Path | None  # a real h5ad; None simulates a stand-in of `dataset`
     dataset: str  # simulated stand-in: norman (additive split, `folds` draws) or combosciplex (its fixed test set)
     interactions: str  # simulated norman: random (per pair) or modules (learnable) non-additivity
-    scgpt: Path | None  # a real scGPT folder; None builds a toy checkpoint (random weights)
+    scgpt: Path | None  # a real scGPT folder; None builds a toy checkpoint
+    pretrain_minutes: float  # the toy: 0 random weights, else pretrained this long on the data's control cells
     scale: float
     genes: int
     preset: str
@@ -137,12 +140,14 @@ def prepare_inputs(s: Settings) -> tuple[Path, Path]:
                     interactions=s.interactions,  # type: ignore[arg-type]
                 )
             )
-    scgpt = s.scgpt
+    scgpt, kind = s.scgpt, ""
     if scgpt is None:
-        scgpt = s.work / "scgpt_toy"
+        kind = f"_pretrained{s.pretrain_minutes:g}min" if s.pretrain_minutes > 0 else ""
+        scgpt = s.work / f"scgpt_toy{kind}"
         if not scgpt.exists():
-            toy_scgpt.run(ToyScgptConfig(out=scgpt, genes_from=data, seed=s.seed))
-    store = s.work / f"latents_{s.genes}.zarr"
+            pretrain = dict(pretrain=data, minutes=s.pretrain_minutes) if s.pretrain_minutes > 0 else {}
+            toy_scgpt.run(ToyScgptConfig(out=scgpt, genes_from=data, seed=s.seed, **pretrain))
+    store = s.work / f"latents_{s.genes}{kind}.zarr"
     if not (store / "progress" / "complete.json").exists():
         extract.run(
             ExtractConfig(
@@ -176,6 +181,8 @@ def train_and_generate(
             t_latent_for_expr=variant.t_latent_for_expr,  # type: ignore[arg-type]
             latent_weight=variant.latent_weight,
             latent_target=variant.latent_target,  # type: ignore[arg-type]
+            latent_pca=variant.latent_pca,
+            latent_source=variant.latent_source,  # type: ignore[arg-type]
             checkpoint_every=s.steps,
             workers=2 if torch.cuda.is_available() and s.device != "cpu" else 0,  # on CPU a loader competes for cores
             device=s.device,
@@ -302,7 +309,8 @@ def run(s: Settings) -> dict[str, Any]:
     long = score_folds(s, ccfm, none, types)
     diagnostics = latent_diagnostics(s, store, ccfm[0], none[0]) if s.diagnose else {}
     stats = across_folds(fold_means(long, ["fold"]))
-    stand_in = [w for w, real in (("SIMULATED data", s.data), ("random-weight toy scGPT", s.scgpt)) if real is None]
+    toy = f"toy scGPT pretrained {s.pretrain_minutes:g} min" if s.pretrain_minutes > 0 else "random-weight toy scGPT"
+    stand_in = [w for w, real in (("SIMULATED data", s.data), (toy, s.scgpt)) if real is None]
     result = {
         "benchmark": "quality",
         "date": time.strftime("%Y-%m-%d"),
@@ -326,7 +334,11 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--work", type=Path, default=REPO / "bench" / "results" / "quality_work", help="run folders")
     p.add_argument("--report", type=Path, default=REPO / "docs" / "quality", help="tables, JSON and plots")
     p.add_argument("--data", type=Path, help="real perturbation h5ad (default: simulate a Norman stand-in)")
-    p.add_argument("--scgpt", type=Path, help="real scGPT folder (default: a toy checkpoint, random weights)")
+    p.add_argument("--scgpt", type=Path, help="real scGPT folder (default: a toy checkpoint)")
+    p.add_argument(
+        "--pretrain-minutes", type=float, default=0.0,
+        help="the toy scGPT: pretrained this long on the data's control cells (0: random weights)",
+    )  # fmt: skip
     p.add_argument("--dataset", default="norman", choices=("norman", "combosciplex"), help="simulated stand-in")
     p.add_argument("--interactions", default="random", choices=("random", "modules"), help="simulated norman's doubles")
     p.add_argument("--scale", type=float, default=0.22, help="simulated cells per real cell (0.22: ≈ 20k cells)")
@@ -341,7 +353,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--cells", default="32", help="generated cells per perturbation, or 'matched'")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; the folds use --variant")
-    p.add_argument("--variant", default=SWEEP[0].name, help="with --no-sweep: the cascade settings (a sweep name)")
+    p.add_argument("--variant", default="prior-pca8", help="with --no-sweep: the cascade settings (a sweep name)")
     p.add_argument("--no-diagnose", dest="diagnose", action="store_false", help="skip the stage-by-stage diagnostics")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -159,9 +159,6 @@ LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "time_scale": 1.0,
     "source": "noise",
     "source_noise": 1.0,
-    "latent_pca": 0,
-    "latent_source": "noise",
-    "latent_source_noise": 1.0,
 }
 
 
@@ -188,8 +185,10 @@ class ModelConfig:
     time_scale: float = 1000.0  # flow time × this before the sinusoids: raw t in [0, 1] moves a quarter of them
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0 (ccfm/model/source.py)
     source_noise: float = 0.1  # std of the Gaussian added to the control or prior source (noise: N(0, I))
-    latent_pca: int = 8  # k: the latent flows as k PCA components per gene (ccfm/model/latent_space.py); 0: all D
-    latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I), or control + Σ code shifts
+    # The latent space's tables are fitted on training cells (pipeline/train_setup.fit_latent_space), so a model
+    # built on its own has neither a PCA nor a prior (which is also what runs before them were trained with).
+    latent_pca: int = 0  # k: the latent flows as k PCA components per gene (ccfm/model/latent_space.py); 0: all D
+    latent_source: Literal["noise", "prior"] = "noise"  # the latent flow's z0: N(0, I), or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the Gaussian added to the latent prior source
 
     def __post_init__(self) -> None:

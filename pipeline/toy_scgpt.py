@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import anndata as ad

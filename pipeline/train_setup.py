@@ -227,7 +227,10 @@ def fit_latent_space(model: CascadedFlowModel, setup: RunSetup, source: LatentSo
             if filled.size == 1:
                 table[int(filled[0])] = deltas[label]
         n_genes = model.cfg.n_genes
-        space.set_prior(_pad_genes(control, n_genes).to(device), _pad_genes(table.transpose(0, 1), n_genes).transpose(0, 1).to(device))
+        space.set_prior(
+            _pad_genes(control, n_genes).to(device),
+            _pad_genes(table.transpose(0, 1), n_genes).transpose(0, 1).to(device),
+        )
     return LatentFit(n_read, space.k, explained, space.kind == "prior")
 
 

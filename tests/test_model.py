@@ -332,7 +332,7 @@ def test_forward_rejects_mismatched_inputs() -> None:
         model(dataclasses.replace(inputs, control=inputs.control[:, :5]))
     with pytest.raises(CCFMError, match="needs z_t"):
         model(dataclasses.replace(inputs, z_t=None))
-    with pytest.raises(CCFMError, match="latent_dim"):
+    with pytest.raises(CCFMError, match="latent_width"):
         model(dataclasses.replace(inputs, z_t=inputs.z_t[..., :4]))
     with pytest.raises(CCFMError, match="latent='none'"):
         build_model(tiny_cfg(latent="none"))(inputs)

@@ -98,6 +98,32 @@ def test_training_lowers_both_stream_losses_and_writes_the_run(setup_dir: Path, 
     assert (run / "loss.png").stat().st_size > 10_000
 
 
+def test_latent_space_is_fitted_on_the_training_cells(setup_dir: Path, tmp_path: Path) -> None:
+    """PCA basis orthonormal per panel gene; the prior table holds each single's mean code shift over controls."""
+    from ccfm.latent.source import LatentSource
+    from pipeline.run_folder import load_run
+
+    run = train.run(_cfg(setup_dir, tmp_path / "run", steps=2, latent_pca=4))
+    assert load_checkpoint(last_checkpoint(run))["latent_fit"]["pca_components"] == 4
+    model = load_run(run).model
+    space, setup = model.latent_space, prepare(_cfg(setup_dir, tmp_path / "unused"))
+    n_panel = len(setup.genes)
+    basis = space.basis[:n_panel]  # (G, D, 4)
+    assert torch.allclose(basis.transpose(1, 2) @ basis, torch.eye(4).expand(n_panel, 4, 4), atol=1e-4)
+    source, cells = LatentSource.open(setup_dir / "train_store.zarr", None), setup.cells
+    genes = torch.arange(n_panel)
+
+    def mean_code(rows: np.ndarray) -> torch.Tensor:  # every cell of a tiny condition is read (< 24 cells)
+        z = source.get(cells.obs_names[rows].tolist(), cells.expression[rows].toarray()).features
+        return space.encode(torch.from_numpy(z).mean(0, keepdim=True), genes)[0]  # (G, 4)
+
+    single = next(lab for lab, tok in cells.tokens.items() if (tok >= 0).sum() == 1)
+    token = int(cells.tokens[single][cells.tokens[single] >= 0][0])
+    control = mean_code(cells.controls)
+    assert torch.allclose(space.control[:n_panel], control, atol=1e-4)
+    assert torch.allclose(space.shift[token, :n_panel], mean_code(cells.by_condition[single]) - control, atol=1e-4)
+
+
 def test_no_latent_model_trains_without_latent_parameters(setup_dir: Path, tmp_path: Path) -> None:
     run = train.run(_cfg(setup_dir, tmp_path / "none", latent="none", steps=4))
     state = load_checkpoint(last_checkpoint(run))["model"]

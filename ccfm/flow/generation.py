@@ -44,7 +44,9 @@ def generate_cells(
     x0 = model.flow_source(control, pert, genes, gaussian_noise((b, g), generator, control.device))  # (B, G)
     z0 = None
     if model.cfg.latent == "scgpt":  # in code space (B, G, K); model.latent_space.decode gives full latents
-        z0 = model.latent_flow_source(pert, genes, gaussian_noise((b, g, model.cfg.latent_width), generator, control.device))
+        z0 = model.latent_flow_source(
+            pert, genes, gaussian_noise((b, g, model.cfg.latent_width), generator, control.device)
+        )
     uncond = None
     if cfg.guidance_expr != 1.0 or (z0 is not None and cfg.guidance_latent != 1.0):
         uncond = _velocity(model, control, genes, torch.full_like(pert, NULL_PERTURBATION))

@@ -11,6 +11,9 @@ Shapes: B cells, L tokens (`<cls>` + expressed genes, padded), G genes.
 
 from __future__ import annotations
 
+import math
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ from ccfm.latent.binning import bin_values
 MASK_VALUE = -1.0  # the release's mask_value: the input value of a masked gene
 MASK_RATIOS = (0.25, 0.5, 0.75)  # the release's mask_ratio choices, one drawn per batch
 MAX_TOKENS = 256  # expressed genes per cell at most (the release: 1,200), a seeded sample beyond this
+WARMUP_STEPS = 50
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,16 @@ def masked_batch(
     )
 
 
+def predicted_bins(model: torch.nn.Module, batch: MaskedBatch) -> Tensor:
+    """The expression decoder's output (B, L)."""
+    with warnings.catch_warnings():  # torch's fast path packs padded batches as (prototype) nested tensors
+        warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
+        return model(batch.src, batch.values, batch.padding)["mlm_output"]  # (B, L)
+
+
 def masked_mse(model: torch.nn.Module, batch: MaskedBatch) -> Tensor:
     """Mean squared error of the expression decoder at the masked positions (scalar)."""
-    out = model(batch.src, batch.values, batch.padding)["mlm_output"]  # (B, L)
+    out = predicted_bins(model, batch)  # (B, L)
     return (out[batch.masked] - batch.target[batch.masked]).pow(2).mean()
 
 
@@ -122,7 +133,7 @@ def held_out_loss(model: torch.nn.Module, batches: list[MaskedBatch], gene_mean:
     sq_model = sq_const = sq_gene = n = 0.0
     overall = float(gene_mean.mean())
     for batch in batches:
-        out = model(batch.src, batch.values, batch.padding)["mlm_output"]  # (B, L)
+        out = predicted_bins(model, batch)  # (B, L)
         truth = batch.target[batch.masked].double()
         sq_model += float((out[batch.masked].double() - truth).pow(2).sum())
         sq_gene += float((torch.from_numpy(gene_mean)[batch.genes[batch.masked]] - truth).pow(2).sum())
@@ -154,8 +165,6 @@ def pretrain(
 ) -> PretrainResult:
     """Adam on the masked-expression MSE over `train` cells (N, G) for `seconds` of wall time (or `max_steps`),
     scored before and after on `held_out` cells with fixed masks. `progress(elapsed_seconds)` after each step."""
-    import time
-
     rng = np.random.default_rng(seed)
     fixed = np.random.default_rng(seed + 1)
     held = [masked_batch(held_out[i : i + 64], spec, fixed) for i in range(0, held_out.shape[0], 64)]
@@ -164,7 +173,10 @@ def pretrain(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     started, steps = time.perf_counter(), 0
-    while time.perf_counter() - started < seconds and (max_steps is None or steps < max_steps):
+    while (elapsed := time.perf_counter() - started) < seconds and (max_steps is None or steps < max_steps):
+        done = max(elapsed / seconds, steps / max_steps if max_steps else 0.0)  # share of the budget spent
+        for group in optimizer.param_groups:  # cosine decay over the budget, after a short linear warm-up
+            group["lr"] = lr * min(1.0, (steps + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * done))
         rows = rng.choice(train.shape[0], size=min(batch_size, train.shape[0]), replace=False)
         loss = masked_mse(model, masked_batch(train[rows], spec, rng))
         optimizer.zero_grad(set_to_none=True)
