@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,18 @@ from pipeline.run_folder import TrainedRun, load_real_data, load_run
 
 ARMS = ("ccfm", "ccfm + measured latent", "ccfm + control latent", "no-latent")
 #: stage-1 rows: the generated latent, the code-space ceiling, then the null references (no model)
-LATENT_ROWS = ("generated", "measured, through the codes", "all-zero latent", "training-mean latent", "control latent")
-REFERENCE_CELLS = 256  # control cells (twice: baseline and reference) and training cells for the mean latent
+LATENT_ROWS = (
+    "generated",
+    "measured, other half of the cells",
+    "measured, through the codes",
+    "additive latent",
+    "training-mean latent",
+    "control latent",
+    "all-zero latent",
+)
+REFERENCE_CELLS = 256  # control cells of the shift's baseline; at most this many real cells measure a double's latent
+CONDITION_CELLS = 24  # cells per training condition for the training-mean and additive latents
+LATENT_CELLS = 128  # cells stage 1 generates per double for the latent comparison
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -89,19 +100,37 @@ def _latents(source: LatentSource, data: Any, rows: np.ndarray, columns: np.ndar
     return source.get(data.obs_names[rows].tolist(), _dense(data.expression[rows][:, columns])).features
 
 
-def training_mean_latent(
-    source: LatentSource, data: Any, train: list[str], columns: np.ndarray, seed: int
-) -> np.ndarray:
-    """(G, D) the mean over training perturbations of their cells' mean latent (a seeded sample of cells)."""
+@dataclass(frozen=True)
+class TrainingLatents:
+    """Mean latents (G, D) of training conditions, each from a seeded sample of its cells."""
+
+    control: np.ndarray  # (G, D) mean latent of control cells (another sample than the shift's baseline)
+    by_condition: dict[str, np.ndarray]
+
+    def mean(self) -> np.ndarray:
+        """The training-mean latent: equal weight per training perturbation."""
+        return np.mean(list(self.by_condition.values()), axis=0)
+
+    def additive(self, label: str) -> np.ndarray | None:
+        """control + Σ (single − control) over the components' training singles; None if one is missing."""
+        parts = parse_condition(label).tokens  # a single's canonical label is its token
+        singles = [self.by_condition.get(part) for part in parts]
+        if not parts or any(m is None for m in singles):
+            return None
+        return self.control + sum(m - self.control for m in singles)
+
+
+def training_latents(
+    source: LatentSource, data: Any, train: list[str], columns: np.ndarray, control_rows: np.ndarray, seed: int
+) -> TrainingLatents:
     rng = np.random.default_rng([seed, 3])
-    per = max(2, REFERENCE_CELLS // max(1, len(train)))
-    means = []
-    for label in train:
-        rows = data.cell_indices(label)
-        means.append(
-            _latents(source, data, np.sort(rng.choice(rows, min(per, rows.size), replace=False)), columns).mean(0)
-        )
-    return np.mean(means, axis=0)
+
+    def mean(rows: np.ndarray) -> np.ndarray:
+        return _latents(
+            source, data, np.sort(rng.choice(rows, min(CONDITION_CELLS, rows.size), replace=False)), columns
+        ).mean(0)
+
+    return TrainingLatents(mean(control_rows), {label: mean(data.cell_indices(label)) for label in train})
 
 
 def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int, seed: int = 0) -> dict[str, Any]:
@@ -117,13 +146,12 @@ def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int
     control_rows = data.control_indices()
     control_all = _dense(data.expression[control_rows][:, columns])  # (Nc, G)
     control_mean = control_all.mean(0)  # (G,)
-    half = min(REFERENCE_CELLS, control_rows.size // 2)  # two disjoint control samples: baseline and reference
+    half = min(REFERENCE_CELLS, control_rows.size // 2)  # two disjoint control samples: baseline and references
     probe = rng.permutation(control_rows.size)
-    base, other = probe[:half], probe[half : 2 * half]
+    base, other = probe[:half], probe[half:]
     control_latent = _latents(source, data, control_rows[base], columns)  # (n, G, D)
     control_latent_mean = control_latent.mean(0)  # (G, D)
-    other_control_mean = _latents(source, data, control_rows[other], columns).mean(0)  # (G, D)
-    train_mean = training_mean_latent(source, data, list(ccfm.info.split.train), columns, seed)
+    references = training_latents(source, data, list(ccfm.info.split.train), columns, control_rows[other], seed)
     sampler = SamplerConfig(method="euler", steps=steps, latent_steps=steps)
     rows = []
     for label in tqdm(ccfm.info.split.test, desc="diagnose", unit="perturbation"):
@@ -149,17 +177,30 @@ def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int
         for arm, pred in arms.items():
             record[f"{arm}: pearson_delta"] = _pearson(pred.mean(0) - control_mean, real_delta)
             record[f"{arm}: mse"] = float(((pred.mean(0) - real.mean(0)) ** 2).mean())
-        measured = real_latent.mean(0) - control_latent_mean  # (G, D)
+        # the latent: every real cell of the double (up to REFERENCE_CELLS) against LATENT_CELLS generated ones
+        all_rows = cell_rows[rng.permutation(cell_rows.size)[:REFERENCE_CELLS]]
+        all_latent = _latents(source, data, all_rows, columns)  # (m, G, D)
+        measured = all_latent.mean(0) - control_latent_mean  # (G, D)
+        first, second = all_latent[: all_rows.size // 2], all_latent[all_rows.size // 2 :]
+        many = rng.integers(control_all.shape[0], size=LATENT_CELLS)
+        _, generated = _sample(
+            ccfm, torch.from_numpy(control_all[many]), tokens[:1].expand(LATENT_CELLS, -1), noise, sampler
+        )
+        additive = references.additive(label)
         latent_means = {
             "generated": full(torch.from_numpy(generated)).mean(0),
-            "measured, through the codes": full(codes(real_latent)).mean(0),
+            "measured, through the codes": full(codes(all_latent)).mean(0),
+            "additive latent": additive if additive is not None else np.full_like(measured, np.nan),
+            "training-mean latent": references.mean(),
+            "control latent": references.control,
             "all-zero latent": np.zeros_like(control_latent_mean),
-            "training-mean latent": train_mean,
-            "control latent": other_control_mean,
         }
         for name, mean in latent_means.items():
             record[f"latent {name}: pearson"] = _pearson(mean - control_latent_mean, measured)
             record[f"latent {name}: relative error"] = _relative_error(mean - control_latent_mean, measured)
+        halves = (first.mean(0) - control_latent_mean, second.mean(0) - control_latent_mean)
+        record["latent measured, other half of the cells: pearson"] = _pearson(*halves)
+        record["latent measured, other half of the cells: relative error"] = _relative_error(*halves)
         record["latent: |measured shift| / |control spread|"] = float(
             np.linalg.norm(measured) / np.linalg.norm(control_latent.std(0))
         )

@@ -86,6 +86,7 @@ SWEEP = (
     Variant("prior-pca8"),
     Variant("prior-pca8-late", t_latent_for_expr="late"),
     Variant("prior-pca8-p0.2", latent_first_prob=0.2),
+    Variant("prior-pca32", latent_pca=32),
 )
 
 

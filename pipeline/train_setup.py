@@ -220,17 +220,16 @@ def fit_latent_space(model: CascadedFlowModel, setup: RunSetup, source: LatentSo
         code = {lab: space.encode(m[None].to(device), panel.to(device))[0].cpu() for lab, m in means.items()}
         control = code.pop("")
         deltas = {lab: c - control for lab, c in code.items()}
-        table = torch.stack(list(deltas.values())).mean(dim=0).expand(model.cfg.n_genes + model.cfg.n_drugs, -1, -1)
-        table = table.clone()  # (T, G, K): train_mean's shift for tokens without a training single
+        rows = [torch.stack(list(deltas.values())).mean(dim=0)]  # row 0, train_mean's shift: tokens without a single
+        token_row = torch.zeros(model.cfg.n_genes + model.cfg.n_drugs, dtype=torch.long)  # (T,)
         for label, tokens in cells.tokens.items():
             filled = tokens[tokens >= 0]
             if filled.size == 1:
-                table[int(filled[0])] = deltas[label]
+                token_row[int(filled[0])] = len(rows)
+                rows.append(deltas[label])
         n_genes = model.cfg.n_genes
-        space.set_prior(
-            _pad_genes(control, n_genes).to(device),
-            _pad_genes(table.transpose(0, 1), n_genes).transpose(0, 1).to(device),
-        )
+        table = torch.stack([_pad_genes(r, n_genes) for r in rows])  # (R, n_genes, K)
+        space.set_prior(_pad_genes(control, n_genes).to(device), table.to(device), token_row.to(device))
     return LatentFit(n_read, space.k, explained, space.kind == "prior")
 
 

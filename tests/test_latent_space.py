@@ -60,13 +60,13 @@ def test_pca_recovers_a_low_rank_latent_and_its_codes_carry_the_variance() -> No
 def test_prior_code_composes_the_components_shifts() -> None:
     space = _space(0)  # no PCA: codes are the features
     control = torch.randn(G, D)
-    shift = torch.randn(T, G, D)
-    space.set_prior(control, shift)
+    shift = torch.randn(T + 1, G, D)
+    space.set_prior(control, shift, torch.arange(T) + 1)  # row 0 (the default) is no token's here
     genes = torch.arange(G)
     pert = torch.tensor([[1, -1], [1, 2], [-1, -1]])  # a single, a double, the control
     prior = space.prior_code(pert, genes)
-    assert torch.allclose(prior[0], control + shift[1])
-    assert torch.allclose(prior[1], control + shift[1] + shift[2])
+    assert torch.allclose(prior[0], control + shift[2])
+    assert torch.allclose(prior[1], control + shift[2] + shift[3])
     assert torch.allclose(prior[2], control)
     noise = torch.randn(3, G, D)
     assert torch.allclose(space.source(pert, genes, noise), prior + 0.5 * noise)
@@ -81,7 +81,9 @@ def test_noise_source_is_the_noise_and_has_no_tables() -> None:
 
 def test_tables_of_the_wrong_shape_are_refused() -> None:
     with pytest.raises(CCFMError, match="latent prior shift table has shape"):
-        _space(0).set_prior(torch.zeros(G, D), torch.zeros(T, G + 1, D))
+        _space(0).set_prior(torch.zeros(G, D), torch.zeros(T, G + 1, D), torch.zeros(T, dtype=torch.long))
+    with pytest.raises(CCFMError, match="token rows must index"):
+        _space(0).set_prior(torch.zeros(G, D), torch.zeros(2, G, D), torch.full((T,), 2))
     with pytest.raises(CCFMError, match="latent_source must be one of"):
         _space(0, source="control")
 

@@ -121,7 +121,9 @@ def test_latent_space_is_fitted_on_the_training_cells(setup_dir: Path, tmp_path:
     token = int(cells.tokens[single][cells.tokens[single] >= 0][0])
     control = mean_code(cells.controls)
     assert torch.allclose(space.control[:n_panel], control, atol=1e-4)
-    assert torch.allclose(space.shift[token, :n_panel], mean_code(cells.by_condition[single]) - control, atol=1e-4)
+    assert torch.allclose(
+        space.shift[space.token_row[token], :n_panel], mean_code(cells.by_condition[single]) - control, atol=1e-4
+    )
 
 
 def test_no_latent_model_trains_without_latent_parameters(setup_dir: Path, tmp_path: Path) -> None:

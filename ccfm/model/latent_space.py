@@ -33,7 +33,10 @@ class LatentSpace(nn.Module):
         self.register_buffer("basis", torch.zeros(n_panel, d, k) if k > 0 else torch.zeros(0, 0, 0))  # (G, D, K)
         prior = source == "prior"
         self.register_buffer("control", torch.zeros(n_panel, self.width) if prior else torch.zeros(0, 0))  # (G, K)
-        self.register_buffer("shift", torch.zeros(n_tokens, n_panel, self.width) if prior else torch.zeros(0, 0, 0))
+        # Shifts are stored once per perturbation token with a training single, plus row 0 (the mean shift, for
+        # every other token): (R, G, K) with R ≈ the perturbations, not (T, G, K) over the whole gene vocabulary.
+        self.register_buffer("token_row", torch.zeros(n_tokens if prior else 0, dtype=torch.long))  # (T,)
+        self.register_buffer("shift", torch.zeros(1, n_panel, self.width) if prior else torch.zeros(0, 0, 0))
 
     @property
     def has_pca(self) -> bool:
@@ -44,10 +47,25 @@ class LatentSpace(nn.Module):
         _copy(self.mean, mean, "latent PCA mean")
         _copy(self.basis, basis, "latent PCA basis")
 
-    def set_prior(self, control: Tensor, shift: Tensor) -> None:
-        """control: (G, K) the control cells' mean code; shift: (T, G, K) each token's mean code shift."""
+    def set_prior(self, control: Tensor, shift: Tensor, token_row: Tensor) -> None:
+        """control: (G, K) the control cells' mean code; shift: (R, G, K) mean code shifts, row 0 the default;
+        token_row: (T,) long, each token's row in `shift`."""
         _copy(self.control, control, "latent prior control code")
-        _copy(self.shift, shift, "latent prior shift table")
+        _copy(self.token_row, token_row, "latent prior token rows")
+        if shift.ndim != 3 or tuple(shift.shape[1:]) != tuple(self.shift.shape[1:]):
+            raise CCFMError(
+                f"latent prior shift table has shape {tuple(shift.shape)}, expected (R, *{tuple(self.shift.shape[1:])})"
+            )
+        if int(token_row.max()) >= shift.shape[0] or int(token_row.min()) < 0:
+            raise CCFMError(f"latent prior token rows must index the {shift.shape[0]} rows of the shift table")
+        self.shift = shift.to(self.shift)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        """The shift table has as many rows as the run's perturbations: take the saved size."""
+        saved = state_dict.get(prefix + "shift")
+        if saved is not None and saved.ndim == 3 and saved.shape[1:] == self.shift.shape[1:]:
+            self.shift = torch.empty_like(saved, device=self.shift.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def encode(self, z: Tensor, genes: Tensor) -> Tensor:
         """Codes (B, G', K) of full latents z (B, G', D) on `genes` (G',) panel ids."""
@@ -65,7 +83,7 @@ class LatentSpace(nn.Module):
     def prior_code(self, pert: Tensor, genes: Tensor) -> Tensor:
         """(B, G', K) control code + Σ over filled slots of the tokens' code shifts. pert: (B, P), −1 empty."""
         filled = pert >= 0  # (B, P)
-        rows = self.shift[torch.where(filled, pert, 0)][:, :, genes]  # (B, P, G', K)
+        rows = self.shift[self.token_row[torch.where(filled, pert, 0)]][:, :, genes]  # (B, P, G', K)
         rows = rows * filled[..., None, None].to(rows.dtype)
         return self.control[genes] + rows.sum(dim=1)  # (B, G', K)
 
