@@ -257,7 +257,9 @@ def train(
     latent_target: Annotated[
         str, typer.Option(help="What the latent head predicts: clean (the clean latent) or velocity.")
     ] = "clean",
-    latent_pca: Annotated[int, typer.Option(help="PCA components per gene the latent flows as (0: all D).")] = 8,
+    latent_pca: Annotated[
+        int, typer.Option(help="PCA components per gene the latent flows as (0, or ≥ the store's D: all D).")
+    ] = 32,
     latent_source: Annotated[
         str, typer.Option(help="The latent flow's z0: prior (control + code shifts of singles) or noise.")
     ] = "prior",

@@ -49,7 +49,7 @@ LATENT_ROWS = (
     "all-zero latent",
 )
 REFERENCE_CELLS = 256  # control cells of the shift's baseline; at most this many real cells measure a double's latent
-CONDITION_CELLS = 24  # cells per training condition for the training-mean and additive latents
+CONDITION_CELLS = 256  # cells per training condition for the training-mean and additive latents (their means)
 LATENT_CELLS = 128  # cells stage 1 generates per double for the latent comparison
 
 

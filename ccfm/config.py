@@ -244,7 +244,7 @@ class TrainConfig:
     t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
     latent_weight: float = 1.0  # weight of the latent MSE
     latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
-    latent_pca: int = 8  # the latent flows as this many PCA components per gene (0: all D features)
+    latent_pca: int = 32  # PCA components per gene the latent flows as (picked by the sweep); 0 or ≥ D: all D features
     latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I) or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the noise added to the latent prior source
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
@@ -285,7 +285,7 @@ class TrainConfig:
         _one_of(self.t_dist, "t_dist", ("uniform", "logit_normal"))
         _real_in(self.latent_weight, "--latent-weight", 0)
         _one_of(self.latent_target, "--latent-target", ("clean", "velocity"))
-        _int_in(self.latent_pca, "--latent-pca", 0)  # at most the store's D: checked when the model is built
+        _int_in(self.latent_pca, "--latent-pca", 0)
         _one_of(self.latent_source, "--latent-source", LATENT_SOURCES)
         _real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
         _one_of(self.source, "--source", SOURCES)

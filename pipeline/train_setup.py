@@ -31,8 +31,9 @@ from ccfm.model.latent_space import GenePCA
 from ccfm.model.source import InteractionFit, fit_interaction
 
 GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
-LATENT_FIT_CELLS = 24  # cells per training condition read for the latent PCA and prior (seeded sample)
-LATENT_FIT_CONTROLS = 512  # ... and control cells
+LATENT_FIT_CELLS = 24  # cells per training condition read for the latent PCA and prior (seeded sample) ...
+LATENT_FIT_SINGLES = 256  # ... but a single's mean latent is a row of the prior: as many as this (24 cells made the
+LATENT_FIT_CONTROLS = 512  # additive latent of a double correlate 0.54 with the measured one, all its cells 0.75)
 LATENT_READ_CHUNK = 256
 
 
@@ -71,7 +72,7 @@ def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) ->
         latent_dim=latent_dim,
         latent=cfg.latent,
         latent_target=cfg.latent_target,
-        latent_pca=cfg.latent_pca if cfg.latent == "scgpt" else 0,
+        latent_pca=cfg.latent_pca if cfg.latent == "scgpt" and cfg.latent_pca < latent_dim else 0,  # ≥ D: all of D
         latent_source=cfg.latent_source,
         latent_source_noise=cfg.latent_source_noise,
         source=cfg.source,
@@ -188,8 +189,8 @@ class LatentFit:
 
 def fit_latent_space(model: CascadedFlowModel, setup: RunSetup, source: LatentSource, seed: int) -> LatentFit | None:
     """Set the latent space's PCA and prior tables (ccfm/model/latent_space.py) from the cached latents of a seeded
-    sample of training cells: LATENT_FIT_CELLS per training condition and LATENT_FIT_CONTROLS controls. None for a
-    model with neither."""
+    sample of training cells: LATENT_FIT_SINGLES per training single, LATENT_FIT_CELLS per other training condition
+    and LATENT_FIT_CONTROLS controls. None for a model with neither."""
     space = model.latent_space if model.has_latent else None
     if space is None or (not space.has_pca and space.kind == "noise"):
         return None
@@ -199,7 +200,8 @@ def fit_latent_space(model: CascadedFlowModel, setup: RunSetup, source: LatentSo
     pca = GenePCA(n_panel, d) if space.has_pca else None
     means, n_read = {}, 0
     for label, rows in groups.items():
-        size = LATENT_FIT_CONTROLS if label == "" else LATENT_FIT_CELLS
+        single = label != "" and int((cells.tokens[label] >= 0).sum()) == 1
+        size = LATENT_FIT_CONTROLS if label == "" else LATENT_FIT_SINGLES if single else LATENT_FIT_CELLS
         rows = np.sort(rng.choice(rows, size=min(size, rows.size), replace=False))
         total = torch.zeros(n_panel, d, dtype=torch.float64)
         for chunk in np.array_split(rows, max(1, rows.size // LATENT_READ_CHUNK)):
