@@ -133,6 +133,28 @@ def training_latents(
     return TrainingLatents(mean(control_rows), {label: mean(data.cell_indices(label)) for label in train})
 
 
+def _expression_scores(arms: dict[str, np.ndarray], real: np.ndarray, control_mean: np.ndarray) -> dict[str, float]:
+    """Pseudobulk pearson_delta and mse of each arm's cells (n, G) against the real cells (n, G)."""
+    scores = {}
+    for arm, pred in arms.items():
+        scores[f"{arm}: pearson_delta"] = _pearson(pred.mean(0) - control_mean, real.mean(0) - control_mean)
+        scores[f"{arm}: mse"] = float(((pred.mean(0) - real.mean(0)) ** 2).mean())
+    return scores
+
+
+def _latent_scores(
+    means: dict[str, np.ndarray], baseline: np.ndarray, measured: np.ndarray, halves: tuple[np.ndarray, np.ndarray]
+) -> dict[str, float]:
+    """Each candidate mean latent's shift from `baseline` (G, D) against the measured shift; and the two halves'."""
+    scores = {}
+    for name, mean in means.items():
+        scores[f"latent {name}: pearson"] = _pearson(mean - baseline, measured)
+        scores[f"latent {name}: relative error"] = _relative_error(mean - baseline, measured)
+    scores["latent measured, other half of the cells: pearson"] = _pearson(*halves)
+    scores["latent measured, other half of the cells: relative error"] = _relative_error(*halves)
+    return scores
+
+
 def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int, seed: int = 0) -> dict[str, Any]:
     ccfm, none = load_run(ccfm_run), load_run(none_run)
     data = load_real_data(ccfm.info)
@@ -172,11 +194,7 @@ def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int
             "ccfm + control latent": _sample(ccfm, start, tokens, noise, sampler, codes(ctrl_latent))[0],
             "no-latent": _sample(none, start, tokens, noise, sampler)[0],
         }
-        real_delta = real.mean(0) - control_mean
-        record: dict[str, Any] = {"perturbation": label}
-        for arm, pred in arms.items():
-            record[f"{arm}: pearson_delta"] = _pearson(pred.mean(0) - control_mean, real_delta)
-            record[f"{arm}: mse"] = float(((pred.mean(0) - real.mean(0)) ** 2).mean())
+        record: dict[str, Any] = {"perturbation": label, **_expression_scores(arms, real, control_mean)}
         # the latent: every real cell of the double (up to REFERENCE_CELLS) against LATENT_CELLS generated ones
         all_rows = cell_rows[rng.permutation(cell_rows.size)[:REFERENCE_CELLS]]
         all_latent = _latents(source, data, all_rows, columns)  # (m, G, D)
@@ -195,12 +213,8 @@ def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int
             "control latent": references.control,
             "all-zero latent": np.zeros_like(control_latent_mean),
         }
-        for name, mean in latent_means.items():
-            record[f"latent {name}: pearson"] = _pearson(mean - control_latent_mean, measured)
-            record[f"latent {name}: relative error"] = _relative_error(mean - control_latent_mean, measured)
         halves = (first.mean(0) - control_latent_mean, second.mean(0) - control_latent_mean)
-        record["latent measured, other half of the cells: pearson"] = _pearson(*halves)
-        record["latent measured, other half of the cells: relative error"] = _relative_error(*halves)
+        record.update(_latent_scores(latent_means, control_latent_mean, measured, halves))
         record["latent: |measured shift| / |control spread|"] = float(
             np.linalg.norm(measured) / np.linalg.norm(control_latent.std(0))
         )

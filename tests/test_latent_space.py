@@ -147,3 +147,16 @@ def test_toy_scgpt_pretrain_records_what_it_learned(tmp_path: Path) -> None:
 
 def test_toy_scgpt_pretrain_refuses_a_bad_budget(tmp_path: Path) -> None:
     refused("toy-scgpt", "--out", tmp_path / "toy", "--minutes", "0", match="--minutes must be")
+
+
+def test_a_model_without_pca_or_prior_saves_no_latent_space_tables() -> None:
+    """Runs from before the latent space have none of its keys; such a model must load their state dicts."""
+    from ccfm.config import ModelConfig
+    from ccfm.model.cascade import build_model
+
+    plain = build_model(ModelConfig(n_genes=12, latent_dim=D, d_model=16, heads=2, layers=1))
+    assert not [key for key in plain.state_dict() if key.startswith("latent_space.")]
+    fitted = build_model(ModelConfig(n_genes=12, latent_dim=D, d_model=16, heads=2, layers=1, latent_pca=2,
+                                     latent_source="prior"))  # fmt: skip
+    saved = {key for key in fitted.state_dict() if key.startswith("latent_space.")}
+    assert saved == {f"latent_space.{name}" for name in ("mean", "basis", "control", "token_row", "shift")}

@@ -29,14 +29,18 @@ class LatentSpace(nn.Module):
             raise CCFMError(f"latent_source must be one of {', '.join(LATENT_SOURCES)}; got {source!r}")
         self.d, self.k, self.kind, self.noise_std = d, k, source, noise_std
         self.width = k if k > 0 else d
-        self.register_buffer("mean", torch.zeros(n_panel, d) if k > 0 else torch.zeros(0, 0))  # (G, D)
-        self.register_buffer("basis", torch.zeros(n_panel, d, k) if k > 0 else torch.zeros(0, 0, 0))  # (G, D, K)
-        prior = source == "prior"
-        self.register_buffer("control", torch.zeros(n_panel, self.width) if prior else torch.zeros(0, 0))  # (G, K)
+        pca, prior = k > 0, source == "prior"
+        # Tables a model does not use are not saved, so runs from before the latent space load as they were.
+        self.register_buffer("mean", torch.zeros(n_panel, d) if pca else torch.zeros(0, 0), persistent=pca)  # (G, D)
+        self.register_buffer("basis", torch.zeros(n_panel, d, k) if pca else torch.zeros(0, 0, 0), persistent=pca)
+        self.register_buffer(
+            "control", torch.zeros(n_panel, self.width) if prior else torch.zeros(0, 0), persistent=prior
+        )
         # Shifts are stored once per perturbation token with a training single, plus row 0 (the mean shift, for
         # every other token): (R, G, K) with R ≈ the perturbations, not (T, G, K) over the whole gene vocabulary.
-        self.register_buffer("token_row", torch.zeros(n_tokens if prior else 0, dtype=torch.long))  # (T,)
-        self.register_buffer("shift", torch.zeros(1, n_panel, self.width) if prior else torch.zeros(0, 0, 0))
+        self.register_buffer("token_row", torch.zeros(n_tokens if prior else 0, dtype=torch.long), persistent=prior)
+        shift = torch.zeros(1, n_panel, self.width) if prior else torch.zeros(0, 0, 0)
+        self.register_buffer("shift", shift, persistent=prior)  # (R, G, K)
 
     @property
     def has_pca(self) -> bool:
