@@ -95,7 +95,7 @@ def _check_inputs(cfg: ModelConfig, inputs: FlowInputs) -> None:
         return
     if inputs.z_t is None or inputs.t_latent is None:
         raise CCFMError(
-            "this model was built with latent='scgpt': FlowInputs needs z_t (B, G, D) and "
+            "this model was built with latent='scgpt': FlowInputs needs z_t (B, G, K) and "
             "t_latent (B,); build with latent='none' for the ablation without a latent."
         )
     _expect_shape("z_t", inputs.z_t, (b, g, cfg.latent_width), "B × G × K, K = cfg.latent_width (PCA codes or D)")
