@@ -22,6 +22,7 @@ from ccfm.config import (
     ToyScgptConfig,
     TrainConfig,
 )
+from pipeline import train_options as knob
 from pipeline.cli_edge import Control, CountsLayer, GeneCol, Overwrite, PertCol
 from pipeline.cli_edge import call as _call
 
@@ -82,19 +83,13 @@ def toy_scgpt(
     d_model: Annotated[int, typer.Option(help="Embedding width (released: 512).")] = 64,
     layers: Annotated[int, typer.Option(help="Transformer layers (released: 12).")] = 2,
     heads: Annotated[int, typer.Option(help="Attention heads (released: 8).")] = 4,
-    genes_from: Annotated[
-        Path | None, typer.Option(help="h5ad whose genes the vocab must cover (default: the --pretrain data).")
-    ] = None,
-    pretrain: Annotated[
-        Path | None,
-        typer.Option(help="h5ad whose control cells train it with scGPT's masked-expression objective."),
-    ] = None,
+    genes_from: Annotated[Path | None, typer.Option(help="h5ad whose genes the vocab covers (or --pretrain)")] = None,
+    pretrain: Annotated[Path | None, typer.Option(help="h5ad whose control cells pretrain it (masked expr.).")] = None,
     minutes: Annotated[float, typer.Option(help="Pretraining budget, wall-clock minutes.")] = 3.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a toy scGPT checkpoint in the released whole-human layout (a stand-in): random weights, or
-    briefly pretrained on a data set's control cells with --pretrain."""
+    """Write a toy scGPT checkpoint in the released layout (a stand-in): random, or pretrained with --pretrain."""
     from pipeline import toy_scgpt as stage
 
     path = _call(
@@ -112,8 +107,7 @@ def toy_scgpt(
             )
         )
     )
-    weights = "random weights" if pretrain is None else f"pretrained on {pretrain}"
-    typer.echo(f"toy scGPT checkpoint ({weights}, a STAND-IN) written to {path}")
+    typer.echo(f"toy scGPT checkpoint ({'random' if pretrain is None else 'pretrained'}, a STAND-IN) written to {path}")
 
 
 @app.command("fetch-scgpt")
@@ -239,9 +233,7 @@ def train(
     cache: Annotated[Path, typer.Option("--cache", help="Latent store from `ccfm extract`.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder.")],
     split: Annotated[str, typer.Option(help="additive, holdout, unseen-single, combosciplex or file.")] = "additive",
-    fold: Annotated[
-        int, typer.Option(help="Fold 0-9: the i-th seeded draw of the held-out set (fixed splits: 0 only).")
-    ] = 0,
+    fold: knob.Fold = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
     split_file: Annotated[Path | None, typer.Option(help="Test conditions, one per line (--split file).")] = None,
     preset: Annotated[str, typer.Option(help="Model preset: tiny or base.")] = "base",
@@ -249,33 +241,21 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Target cells (and control cells) per step.")] = 48,
     latent: Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")] = "scgpt",
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
-    latent_first_prob: Annotated[float, typer.Option(help="Share of samples that train the latent stream.")] = 0.4,
-    t_latent_for_expr: Annotated[
-        str, typer.Option(help="t_latent of expression samples: clean (1) or late (U(0.75, 1)).")
-    ] = "clean",
-    latent_weight: Annotated[float, typer.Option(help="Weight of the latent loss.")] = 1.0,
-    latent_target: Annotated[
-        str, typer.Option(help="What the latent head predicts: clean (the clean latent) or velocity.")
-    ] = "clean",
-    latent_pca: Annotated[
-        int, typer.Option(help="PCA components per gene the latent flows as (0, or ≥ the store's D: all D).")
-    ] = 32,
-    latent_source: Annotated[
-        str, typer.Option(help="The latent flow's z0: prior (control + code shifts of singles) or noise.")
-    ] = "prior",
-    latent_source_noise: Annotated[float, typer.Option(help="Std of the noise added to the latent prior.")] = 1.0,
-    source: Annotated[
-        str, typer.Option(help="The flow's x0: prior (control + Δ of singles), control, noise.")
-    ] = "prior",
-    source_noise: Annotated[float, typer.Option(help="Std of the noise added to the prior/control source.")] = 0.1,
-    pert_cells: Annotated[int, typer.Option(help="Cells per perturbation in a batch (mixes batch // this).")] = 6,
-    residual_weight: Annotated[float, typer.Option(help="Penalty on the learned residual over the prior.")] = 10.0,
-    target_flag: Annotated[bool, typer.Option(help="Perturbed genes' tokens carry a target vector.")] = True,
-    shift_tokens: Annotated[bool, typer.Option(help="Tokens read their gene's prior shift.")] = True,
-    interaction_head: Annotated[
-        bool, typer.Option(help="Prior source: fit the doubles' interaction on genes both components move.")
-    ] = True,
-    coupling: Annotated[str, typer.Option(help="Source-target pairing: independent or ot.")] = "independent",
+    latent_first_prob: knob.LatentFirstProb = 0.4,
+    t_latent_for_expr: knob.TLatentForExpr = "clean",
+    latent_weight: knob.LatentWeight = 1.0,
+    latent_target: knob.LatentTarget = "clean",
+    latent_pca: knob.LatentPca = 32,
+    latent_source: knob.LatentSource = "prior",
+    latent_source_noise: knob.LatentSourceNoise = 1.0,
+    source: knob.Source = "prior",
+    source_noise: knob.SourceNoise = 0.1,
+    pert_cells: knob.PertCells = 6,
+    residual_weight: knob.ResidualWeight = 10.0,
+    target_flag: knob.TargetFlag = True,
+    shift_tokens: knob.ShiftTokens = True,
+    interaction_head: knob.InteractionHead = True,
+    coupling: knob.Coupling = "independent",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
