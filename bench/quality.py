@@ -74,9 +74,11 @@ class Variant:
     latent_first_prob: float = 0.4
     t_latent_for_expr: str = "clean"  # "late": expression samples see t_latent ~ U(0.75, 1)
     latent_weight: float = 1.0
-    latent_target: str = "clean"  # the latent head predicts the clean latent (x-prediction) or the velocity
+    latent_target: str = "clean"  # the latent head predicts the clean latent (x-prediction), its residual over
+    # the latent prior ("residual"), or the velocity
     latent_pca: int = 8  # PCA components per gene the latent flows as (0: all D features)
     latent_source: str = "prior"  # z0: control + composed code shifts of the components, + noise; or N(0, I)
+    latent_source_noise: float = 1.0  # σ of the noise added to the latent prior source
 
 
 SWEEP = (
@@ -87,6 +89,9 @@ SWEEP = (
     Variant("prior-pca8-late", t_latent_for_expr="late"),
     Variant("prior-pca8-p0.2", latent_first_prob=0.2),
     Variant("prior-pca32", latent_pca=32),
+    Variant("prior-pca32-s2", latent_pca=32, latent_source_noise=2.0),
+    Variant("prior-pca32-residual", latent_pca=32, latent_target="residual"),
+    Variant("prior-pca32-residual-s2", latent_pca=32, latent_target="residual", latent_source_noise=2.0),
 )
 
 
@@ -184,6 +189,7 @@ def train_and_generate(
             latent_target=variant.latent_target,  # type: ignore[arg-type]
             latent_pca=variant.latent_pca,
             latent_source=variant.latent_source,  # type: ignore[arg-type]
+            latent_source_noise=variant.latent_source_noise,
             checkpoint_every=s.steps,
             workers=2 if torch.cuda.is_available() and s.device != "cpu" else 0,  # on CPU a loader competes for cores
             device=s.device,

@@ -151,6 +151,7 @@ class ExtractConfig:
 
 SOURCES = ("noise", "control", "prior")
 LATENT_SOURCES = ("noise", "prior")
+LATENT_TARGETS = ("velocity", "clean", "residual")  # what the latent head predicts (ccfm/model/cascade.py)
 #: Model fields added after the first runs were written, with the behaviour those runs had.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "target_flag": False,
@@ -175,7 +176,7 @@ class ModelConfig:
     layers: int = 4  # backbone layers (modulation + adapter + differential perceiver)
     latent_bottleneck: int = 128  # latent embedder D -> bottleneck -> H
     latent_head_blocks: int = 2  # adaLN blocks in the latent head
-    latent_target: Literal["velocity", "clean"] = "velocity"  # latent head output (cascade.py); "velocity" in old runs
+    latent_target: Literal["velocity", "clean", "residual"] = "velocity"  # latent head output (cascade.py); old runs: velocity
     dropout: float = 0.1  # adapter dropout (off in eval mode)
     graph_k: int = 30  # neighbours per gene in the co-expression graph
     value_clamp: float = 512.0  # value encoders clamp inputs at this
@@ -198,6 +199,12 @@ class ModelConfig:
         _int_in(self.latent_pca, "--latent-pca", 0, self.latent_dim)
         _one_of(self.latent_source, "--latent-source", LATENT_SOURCES)
         _real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
+        _one_of(self.latent_target, "--latent-target", LATENT_TARGETS)
+        if self.latent_target == "residual" and self.latent_source != "prior":
+            raise CCFMError(
+                "--latent-target residual predicts the clean latent's difference from the latent prior: it needs "
+                "--latent-source prior (or use --latent-target clean)."
+            )
 
     @property
     def latent_width(self) -> int:
@@ -243,7 +250,7 @@ class TrainConfig:
     t_latent_for_expr: Literal["clean", "late"] = "clean"  # t_latent of expression samples: 1 or U(0.75, 1)
     t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
     latent_weight: float = 1.0  # weight of the latent MSE
-    latent_target: Literal["velocity", "clean"] = "clean"  # latent head predicts the clean latent (picked by the sweep)
+    latent_target: Literal["velocity", "clean", "residual"] = "clean"  # latent head predicts the clean latent (the sweep's pick)
     latent_pca: int = 32  # PCA components per gene the latent flows as (picked by the sweep); 0 or ≥ D: all D features
     latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I) or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the noise added to the latent prior source
@@ -284,7 +291,7 @@ class TrainConfig:
         _one_of(self.t_latent_for_expr, "--t-latent-for-expr", ("clean", "late"))
         _one_of(self.t_dist, "t_dist", ("uniform", "logit_normal"))
         _real_in(self.latent_weight, "--latent-weight", 0)
-        _one_of(self.latent_target, "--latent-target", ("clean", "velocity"))
+        _one_of(self.latent_target, "--latent-target", LATENT_TARGETS)
         _int_in(self.latent_pca, "--latent-pca", 0)
         _one_of(self.latent_source, "--latent-source", LATENT_SOURCES)
         _real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)

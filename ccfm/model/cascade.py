@@ -4,6 +4,10 @@ With `latent == "scgpt"` the model reads a noisy latent z_t (added to the expres
 (added to the conditioning vector), and predicts both velocities. With `latent_target == "clean"` the latent
 head predicts the clean latent ẑ1 instead and the model returns the velocity (ẑ1 − z_t) / (1 − t): a network
 of width H then outputs the structured latent rather than D dimensions of noise (x-prediction, as in JiT).
+With `latent_target == "residual"` (latent prior source only) the head predicts ẑ1 minus the latent prior's
+mean (the control code plus the components' code shifts): a fresh model generates the additive latent, and
+training learns what a perturbation's latent is beyond it — the latent twin of the expression stream, which
+starts at the additive prior at zero velocity.
 With `latent == "none"` it has no latent parameters at all and is the scDFM-equivalent ablation built from
 the same code.
 
@@ -18,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ccfm.config import ModelConfig
+from ccfm.config import LATENT_TARGETS, ModelConfig
 from ccfm.errors import CCFMError
 from ccfm.model.blocks import BackboneLayer
 from ccfm.model.embeddings import (
@@ -119,8 +123,8 @@ class CascadedFlowModel(nn.Module):
         super().__init__()
         if cfg.latent not in ("scgpt", "none"):
             raise CCFMError(f"ModelConfig.latent must be 'scgpt' or 'none'; got {cfg.latent!r}.")
-        if cfg.latent_target not in ("velocity", "clean"):
-            raise CCFMError(f"ModelConfig.latent_target must be 'velocity' or 'clean'; got {cfg.latent_target!r}.")
+        if cfg.latent_target not in LATENT_TARGETS:
+            raise CCFMError(f"ModelConfig.latent_target must be one of {LATENT_TARGETS}; got {cfg.latent_target!r}.")
         if cfg.n_genes < 1 or cfg.n_drugs < 0:
             raise CCFMError(f"ModelConfig needs n_genes ≥ 1 and n_drugs ≥ 0; got {cfg.n_genes}, {cfg.n_drugs}.")
         self.cfg = cfg
@@ -205,7 +209,9 @@ class CascadedFlowModel(nn.Module):
         latent_velocity = None
         if wants_latent:
             latent_velocity = self.latent_head(tokens, c)  # (B, G, D)
-            if self.cfg.latent_target == "clean":  # the head predicted z1: v = (ẑ1 − z_t) / (1 − t)
+            if self.cfg.latent_target == "residual":  # the head predicted z1 − prior mean
+                latent_velocity = latent_velocity + self.latent_space.prior_code(inputs.pert, inputs.genes)
+            if self.cfg.latent_target != "velocity":  # the head predicted z1: v = (ẑ1 − z_t) / (1 − t)
                 t_latent = _batch_time("t_latent", inputs.t_latent, b)
                 gap = (1 - t_latent).clamp_min(MIN_LATENT_GAP)[:, None, None]  # (B, 1, 1)
                 latent_velocity = (latent_velocity - inputs.z_t) / gap  # (B, G, D)
