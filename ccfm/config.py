@@ -176,7 +176,7 @@ class ModelConfig:
     layers: int = 4  # backbone layers (modulation + adapter + differential perceiver)
     latent_bottleneck: int = 128  # latent embedder D -> bottleneck -> H
     latent_head_blocks: int = 2  # adaLN blocks in the latent head
-    latent_target: Literal["velocity", "clean", "residual"] = "velocity"  # latent head output (cascade.py); old runs: velocity
+    latent_target: Literal["velocity", "clean", "residual"] = "velocity"  # latent head output (cascade.py); old runs
     dropout: float = 0.1  # adapter dropout (off in eval mode)
     graph_k: int = 30  # neighbours per gene in the co-expression graph
     value_clamp: float = 512.0  # value encoders clamp inputs at this
@@ -250,7 +250,7 @@ class TrainConfig:
     t_latent_for_expr: Literal["clean", "late"] = "clean"  # t_latent of expression samples: 1 or U(0.75, 1)
     t_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of the trained times
     latent_weight: float = 1.0  # weight of the latent MSE
-    latent_target: Literal["velocity", "clean", "residual"] = "clean"  # latent head predicts the clean latent (the sweep's pick)
+    latent_target: Literal["velocity", "clean", "residual"] = "clean"  # the latent head's output (the sweep's pick)
     latent_pca: int = 32  # PCA components per gene the latent flows as (picked by the sweep); 0 or ≥ D: all D features
     latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I) or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the noise added to the latent prior source

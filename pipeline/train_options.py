@@ -13,7 +13,13 @@ import typer
 LatentFirstProb = Annotated[float, typer.Option(help="Share of samples that train the latent stream.")]
 TLatentForExpr = Annotated[str, typer.Option(help="t_latent of expression samples: clean (1) or late (U(0.75, 1)).")]
 LatentWeight = Annotated[float, typer.Option(help="Weight of the latent loss.")]
-LatentTarget = Annotated[str, typer.Option(help="What the latent head predicts: clean (the clean latent), residual (clean minus the latent prior; needs --latent-source prior) or velocity.")]
+LatentTarget = Annotated[
+    str,
+    typer.Option(
+        help="What the latent head predicts: clean (the clean latent), residual (the clean latent minus the "
+        "latent prior; needs --latent-source prior) or velocity."
+    ),
+]
 LatentPca = Annotated[
     int, typer.Option(help="PCA components per gene the latent flows as (0, or ≥ the store's D: all D).")
 ]
