@@ -229,9 +229,9 @@ def extract(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Perturbation .h5ad file (the one the cache was extracted from).")],
-    cache: Annotated[Path, typer.Option("--cache", help="Latent store from `ccfm extract`.")],
+    cache: Annotated[Path, typer.Argument(help="Latent store from `ccfm extract` (it names its data file).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder.")],
+    data: Annotated[Path | None, typer.Option(help="Perturbation .h5ad (default: the store's own).")] = None,
     split: Annotated[str, typer.Option(help="additive, holdout, unseen-single, combosciplex or file.")] = "additive",
     fold: knob.Fold = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
@@ -256,6 +256,7 @@ def train(
     shift_tokens: knob.ShiftTokens = True,
     interaction_head: knob.InteractionHead = True,
     coupling: knob.Coupling = "independent",
+    cfg_dropout: knob.CfgDropout = 0.0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
@@ -302,6 +303,7 @@ def train(
                 pert_cells=pert_cells,
                 residual_weight=residual_weight,
                 coupling=coupling,  # type: ignore[arg-type]
+                cfg_dropout=cfg_dropout,
                 target_flag=target_flag,
                 shift_tokens=shift_tokens,
                 interaction_head=interaction_head,

@@ -227,11 +227,11 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """`ccfm train`: the cascaded model from expression and cached latents."""
 
-    data: Path  # perturbation .h5ad (the one the store was extracted from)
     cache: Path  # latent store from `ccfm extract`
     out: Path  # run folder
+    data: Path | None = None  # perturbation .h5ad; None: the one the store was extracted from (its record)
     scgpt: Path | None = None  # checkpoint for latents of cells outside the store (on-the-fly fallback)
-    schema: SchemaOverrides = SchemaOverrides()  # where labels, control and genes live
+    schema: SchemaOverrides = SchemaOverrides()  # where labels, control and genes live (None fields: the store's)
     split: str = "additive"  # additive | holdout | unseen-single | combosciplex | file
     fold: int = 0  # fold of the split
     split_seed: int = 0  # seeds the held-out draw

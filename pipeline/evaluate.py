@@ -220,7 +220,7 @@ def score_methods(
 
 def _plan_out(cfg: EvaluateConfig, run: RunInfo, predictions: Path) -> OutputPlan:
     out = Path(cfg.out) if cfg.out is not None else run.folder / "eval"
-    inputs = (run.folder, predictions, Path(run.train_config["data"]), *cfg.baseline_runs)
+    inputs = (run.folder, predictions, run.data, *cfg.baseline_runs)
     return plan_output(out, REPORT, overwrite=cfg.overwrite, inputs=inputs, staged=True)
 
 
@@ -270,17 +270,12 @@ def run(cfg: EvaluateConfig) -> Path:
         cfg.profile,
         ", ".join(m.name for m in methods),
     )
-    tmp = output.work
-    output.begin()
-    try:
+    with output.writing() as tmp:
         summaries = score_methods(methods, real, tmp, cfg, perts)
         table = write_report(tmp, header, summaries)
         plot_metrics(table, tmp / "metrics.png", header.stand_in_note)
         shown = {m.name: m.cells for m in methods if m.cells is not None}
         plot_pca(real, shown, tmp / "pca.png", np.random.default_rng(cfg.seed), header.stand_in_note)
         (tmp / "evaluate_config.json").write_text(json.dumps(to_json_dict(cfg), indent=2))
-        out = output.publish()
-    finally:
-        output.discard()
     log.info("evaluation of %s\n%s", run_info.folder, markdown_table(table))
-    return out
+    return output.out

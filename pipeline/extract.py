@@ -8,6 +8,8 @@ per-shard running moments and marks the store complete.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -26,6 +28,7 @@ from ccfm.data.panel import choose_panel
 from ccfm.errors import CCFMError
 from ccfm.latent.extractor import FeatureExtractor
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
+from ccfm.latent.record import StoreRecord
 from ccfm.latent.scgpt_checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
 from ccfm.latent.source import normalized_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
@@ -103,19 +106,20 @@ def _create_store(
     target: Path,
 ) -> LatentStore:
     stats = _freeze_stats(plan, extractor, cfg)
-    attrs = {
-        "config": to_json_dict(cfg),
-        "fingerprint": plan.fingerprint.to_json(),
-        "frozen_stats": stats.to_json(),
-        "provenance": provenance(extractor.device, cfg.seed),
-        "panel_coverage": plan.coverage,
-        "stand_in": {"data": data.stand_in, "scgpt": bool(scgpt.args.get("stand_in", False))},
-        "source": {"data": str(cfg.data), "scgpt": str(cfg.scgpt)},
-    }
+    inputs = {"data": Path(cfg.data).resolve(), "scgpt": Path(cfg.scgpt).resolve()}  # absolute: `ccfm train STORE`
+    record = StoreRecord(
+        fingerprint=plan.fingerprint,
+        frozen_stats=stats.to_json(),
+        config=to_json_dict(dataclasses.replace(cfg, **inputs, out=Path(cfg.out).resolve())),
+        stand_in={"data": data.stand_in, "scgpt": bool(scgpt.args.get("stand_in", False))},
+        provenance=provenance(extractor.device, cfg.seed),
+        panel_coverage=plan.coverage,
+        **inputs,
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".creating")
     shutil.rmtree(staging, ignore_errors=True)
-    LatentStore.create(staging, plan.layout, attrs)
+    LatentStore.create(staging, plan.layout, record.to_attrs())
     if target.exists():  # an empty folder, or a fresh staging folder holding only its mark (plan_output)
         shutil.rmtree(target)
     staging.rename(target)
@@ -125,7 +129,7 @@ def _create_store(
 def _open_for_resume(plan: ExtractionPlan, target: Path, repair: bool) -> LatentStore:
     """Open an existing store after checking it is this run's; with `repair`, redo shards changed on disk."""
     store = LatentStore.open(target, mode="r+")
-    stored = StoreFingerprint(**store.attrs["fingerprint"])
+    stored = store.record.fingerprint
     differ = stored.differences(plan.fingerprint)
     if differ:
         raise CCFMError(
@@ -145,7 +149,7 @@ def _extract_shards(
     cfg: ExtractConfig,
     ctx: DistContext,
 ) -> None:
-    stats = FrozenStats.from_json(store.attrs["frozen_stats"])
+    stats = FrozenStats.from_json(store.record.frozen_stats)
     done = store.completed_shards()
     mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
     total = sum(stop - start for start, stop in map(store.shard_range, mine))
@@ -176,8 +180,7 @@ def _finalize(store: LatentStore) -> RunningMoments:
     return moments
 
 
-def _lock_and_open(
-    lock: WriterLock,
+def _open_or_create(
     plan: ExtractionPlan,
     extractor: FeatureExtractor,
     scgpt: ScgptModel,
@@ -185,15 +188,10 @@ def _lock_and_open(
     cfg: ExtractConfig,
     target: Path,
 ) -> LatentStore:
-    """Rank 0: take the writer lock, then create the store or open it for resuming (lock released on failure)."""
-    lock.__enter__()
-    try:
-        if cfg.resume and (target / "zarr.json").exists():
-            return _open_for_resume(plan, target, repair=True)
-        return _create_store(plan, extractor, scgpt, data, cfg, target)
-    except BaseException:
-        lock.__exit__(None, None, None)
-        raise
+    """Rank 0, holding the writer lock: create the store, or open it for resuming."""
+    if cfg.resume and (target / "zarr.json").exists():
+        return _open_for_resume(plan, target, repair=True)
+    return _create_store(plan, extractor, scgpt, data, cfg, target)
 
 
 def run(cfg: ExtractConfig) -> Path:
@@ -204,15 +202,9 @@ def run(cfg: ExtractConfig) -> Path:
             hint="--resume to finish it",
         )  # fmt: skip
         ctx.barrier()  # every rank has looked at OUT before rank 0 writes there
-        ctx.main_first(output.begin)
-        try:
-            _extract(cfg, output.work, ctx)
-        except KeyboardInterrupt:
-            raise output.interrupted(
-                "finish the store with the same command plus --resume (finished shards are kept)"
-            ) from None
-        if ctx.is_main:
-            output.publish()
+        resume = "finish the store with the same command plus --resume (finished shards are kept)"
+        with output.writing(resume, ctx) as work:
+            _extract(cfg, work, ctx)
     finally:
         close_distributed(ctx)
     return cfg.out
@@ -233,9 +225,13 @@ def _extract(cfg: ExtractConfig, target: Path, ctx: DistContext) -> None:
         plan.expression.shape[0],
         device,
     )
-    lock = WriterLock(cfg.out, cfg.break_lock)
-    store = ctx.main_first(lambda: _lock_and_open(lock, plan, extractor, scgpt, data, cfg, target))
-    try:
+    with contextlib.ExitStack() as held:  # rank 0 holds the writer lock until the store is complete
+
+        def lock_and_open() -> LatentStore:
+            held.enter_context(WriterLock(cfg.out, cfg.break_lock))  # inside main_first: a refusal stops every rank
+            return _open_or_create(plan, extractor, scgpt, data, cfg, target)
+
+        store = ctx.main_first(lock_and_open)
         if not ctx.is_main:
             store = _open_for_resume(plan, target, repair=False)
         started = time.perf_counter()
@@ -250,6 +246,3 @@ def _extract(cfg: ExtractConfig, target: Path, ctx: DistContext) -> None:
                 time.perf_counter() - started,
                 float(moments.std.mean()),
             )
-    finally:
-        if ctx.is_main:
-            lock.__exit__(None, None, None)

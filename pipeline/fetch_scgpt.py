@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ccfm.config import FetchScgptConfig
 from ccfm.errors import CCFMError
-from ccfm.latent.fetch import Downloader, file_sha256, parse_checksums, resolve_sources
+from ccfm.latent.fetch import Downloader, parse_checksums, resolve_sources
+from ccfm.latent.fingerprint import file_sha256
 from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES, ScgptModel, load_scgpt
 from ccfm.latent.toy_checkpoint import released_args
 from pipeline.lock import WriterLock
@@ -58,13 +59,9 @@ def _validate(staging: Path) -> ScgptModel:
 
 def _place(staging: Path, output: OutputPlan) -> None:
     """Move the three validated files into OUT through a staging sibling folder renamed into place."""
-    output.begin()
-    try:
+    with output.writing() as work:
         for name in CHECKPOINT_FILES:
-            os.replace(staging / name, output.work / name)
-        output.publish()
-    finally:
-        output.discard()
+            os.replace(staging / name, work / name)
     shutil.rmtree(staging)
 
 

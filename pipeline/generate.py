@@ -90,7 +90,7 @@ def _sample_all(
 def run(cfg: GenerateConfig) -> Path:
     out = Path(cfg.out or cfg.run / "predictions.h5ad")
     info = read_run(cfg.run)
-    given = [cfg.run, Path(info.train_config["data"])]
+    given = [cfg.run, info.data]
     output = plan_output(out, PREDICTIONS, overwrite=cfg.overwrite, inputs=given)  # before minutes of sampling
     _check_guidance(cfg, info)
     device = resolve_device(cfg.device)
@@ -121,15 +121,16 @@ def run(cfg: GenerateConfig) -> Path:
         "perturbations": cfg.perturbations,
         "guidance": [cfg.guidance_latent, cfg.guidance_expr],
         "stand_in": run.info.stand_in,
-        "data": run.info.train_config["data"],
+        "data": str(run.info.data),
         **provenance(device, cfg.seed),
     }
     adata = predictions_anndata(
         expression, labels, control, run.info.panel, record, control_names=data.obs_names[control_rows].tolist()
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_h5ad_atomic(adata, output.work)
-    return output.publish()
+    with output.writing() as path:
+        write_h5ad_atomic(adata, path)
+    return out
 
 
 def _check_guidance(cfg: GenerateConfig, info: RunInfo) -> None:
@@ -137,8 +138,9 @@ def _check_guidance(cfg: GenerateConfig, info: RunInfo) -> None:
     perturbation-label dropout has learned."""
     guided = [name for name, w in (("--guidance-expr", cfg.guidance_expr), ("--guidance-latent", cfg.guidance_latent))
               if w != 1.0]  # fmt: skip
-    if guided and not info.train_config.get("cfg_dropout", 0.0) > 0:
+    if guided and not info.cfg_dropout > 0:
         raise CCFMError(
             f"{' and '.join(guided)} need a run trained with perturbation-label dropout (cfg_dropout > 0), and "
-            f"{info.folder} was trained without it; leave the guidance scales at 1"
+            f"{info.folder} was trained without it; leave the guidance scales at 1, or retrain with "
+            "`ccfm train ... --cfg-dropout 0.1`"
         )

@@ -4,7 +4,10 @@
 only when it is recognisably the same command's artifact (a run folder with its run.json and nothing else, a
 latent store with its attributes, a predictions file CCFM wrote, ...) and it neither is nor holds an input of
 the command; anything else is refused with one line saying what is there. A replaced folder is rebuilt in a
-staging sibling (`OUT.replacing`) and swapped in at the end, so a run that fails leaves the old result intact.
+staging sibling (`OUT.staging`) and swapped in at the end, so a run that fails leaves the old result intact.
+
+Every stage writes the same way: `plan = plan_output(...)` before any work, then `with plan.writing(...) as
+work:` around the work (`work` is where to write; the result is published when the block ends).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import h5py
 
 from ccfm.errors import CCFMError, Interrupted
 from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES
+from pipeline.runtime import DistContext
 
 # Files CCFM itself leaves beside what it writes: write-then-rename temporaries and writer locks.
 _OWN_TEMPORARY = re.compile(r"^\..+\.tmp(\.h5ad)?$|.+\.lock$|^\.ccfm-staging$")
@@ -217,6 +222,32 @@ class OutputPlan:
         """Remove what is left of the staging folder after a failure (nothing after `publish`)."""
         if self.work != self.out:
             shutil.rmtree(self.work, ignore_errors=True)
+
+    @contextmanager
+    def writing(self, resume: str | None = None, ctx: DistContext | None = None) -> Iterator[Path]:
+        """Stage (rank 0), yield where to write, publish (rank 0) when the block ends without an error.
+
+        A resumable stage names how to continue (`resume`): its partial work is kept when it fails, and Ctrl-C
+        becomes that advice (or, when replacing, that the earlier output is untouched). Any other stage's partial
+        output is removed. With `ctx`, the other ranks wait for rank 0's staging and never publish."""
+        main = ctx is None or ctx.is_main
+        if ctx is None:
+            self.begin()
+        else:
+            ctx.main_first(self.begin)
+        try:
+            yield self.work
+        except KeyboardInterrupt:
+            if resume is None:
+                self.discard()
+                raise
+            raise self.interrupted(resume) from None
+        except BaseException:
+            if resume is None and main:
+                self.discard()
+            raise
+        if main:
+            self.publish()
 
 
 def staging_path(out: Path) -> Path:

@@ -29,6 +29,20 @@ class RunInfo:
     stand_in: dict[str, bool]  # run.json's stand-in flags (data, scgpt)
 
     @property
+    def data(self) -> Path:
+        """The data file the run was trained on (absolute in runs since the store hand-off; older: as typed)."""
+        return Path(self.train_config["data"])
+
+    @property
+    def schema(self) -> SchemaOverrides:
+        return SchemaOverrides(**self.train_config.get("schema", {}))
+
+    @property
+    def cfg_dropout(self) -> float:
+        """Perturbation-label dropout at training (0: the run never learned the null label guidance needs)."""
+        return float(self.train_config.get("cfg_dropout", 0.0))
+
+    @property
     def method(self) -> str:
         latent = self.train_config.get("latent")
         if latent == "scgpt":
@@ -47,6 +61,7 @@ def read_run(folder: Path) -> RunInfo:
         info = json.loads(run_json.read_text())
         split = Split.from_json(split_json.read_text())
         train_config, panel = info["train_config"], [str(g) for g in info["panel"]]
+        train_config["data"]  # noqa: B018  # a run.json without its data file is not readable
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise CCFMError(
             f"cannot read {run_json} / {split_json} ({type(err).__name__}: {err}); rerun `ccfm train`"
@@ -56,13 +71,10 @@ def read_run(folder: Path) -> RunInfo:
 
 def load_real_data(run: RunInfo) -> PerturbationData:
     """The data set the run was trained on, loaded as training loaded it."""
-    data_path = Path(run.train_config["data"])
-    if not data_path.is_file():
-        raise CCFMError(
-            f"the data file {data_path} recorded in {run.folder / 'run.json'} does not exist; "
-            "run from the folder training ran in, or restore the file"
-        )
-    return load_dataset(data_path, SchemaOverrides(**run.train_config.get("schema", {})))
+    if not run.data.is_file():
+        where = "restore the file" if run.data.is_absolute() else "run from the folder training ran in"
+        raise CCFMError(f"the data file {run.data} recorded in {run.folder / 'run.json'} does not exist; {where}")
+    return load_dataset(run.data, run.schema)
 
 
 @dataclass

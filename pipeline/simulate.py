@@ -15,15 +15,10 @@ from pipeline.outputs import SIMULATION, plan_output
 log = logging.getLogger(__name__)
 
 
-def _check_output(cfg: SimulateConfig) -> Path:
-    out = Path(cfg.out)
-    plan_output(out, SIMULATION, overwrite=cfg.overwrite)
-    return out
-
-
 def run(cfg: SimulateConfig) -> Path:
     """Simulate the data set `cfg.kind` and write it to `cfg.out`; returns the written path."""
-    out = _check_output(cfg)
+    out = Path(cfg.out)
+    output = plan_output(out, SIMULATION, overwrite=cfg.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     log.info(
         "simulating a %s-shaped stand-in (scale %g, seed %d, at least %d cells per condition)",
@@ -37,6 +32,7 @@ def run(cfg: SimulateConfig) -> Path:
     else:
         adata = simulate_combosciplex(cfg.scale, cfg.seed, cfg.min_cells)
     adata.uns["simulation"]["config"] = json.dumps(to_json_dict(cfg))  # the artifact describes itself
-    write_h5ad_atomic(adata, out)
+    with output.writing() as path:
+        write_h5ad_atomic(adata, path)
     log.info("wrote %s", out)
     return out

@@ -114,12 +114,8 @@ def run(cfg: ToyScgptConfig) -> Path:
     output = plan_output(out, CHECKPOINT, overwrite=cfg.overwrite, inputs=(genes_from, cfg.pretrain), staged=True)
     genes = gene_symbols_of(genes_from) if genes_from is not None else None
     trainer = masked_expression_pretrainer(cfg) if cfg.pretrain is not None else None
-    output.begin()
-    try:
-        build_toy_checkpoint(output.work, cfg.d_model, cfg.layers, cfg.heads, genes, cfg.seed, trainer)
-        output.publish()
-    finally:
-        output.discard()
+    with output.writing() as work:
+        build_toy_checkpoint(work, cfg.d_model, cfg.layers, cfg.heads, genes, cfg.seed, trainer)
 
     token2idx: dict[str, int] = json.loads((out / "vocab.json").read_text())
     n_genes = len(token2idx) - len(SPECIAL_TOKENS)

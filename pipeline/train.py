@@ -52,6 +52,7 @@ from pipeline.train_setup import (
     prepare,
     prior_shifts,
     training_pseudobulk,
+    with_store_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLo
 def run(cfg: TrainConfig) -> Path:
     ctx = init_distributed(cfg.device)
     try:
+        cfg = with_store_inputs(cfg)
         plan = plan_output(
             cfg.out,
             RUN,
@@ -242,19 +244,14 @@ def run(cfg: TrainConfig) -> Path:
             hint="--resume to continue it",
         )
         ctx.barrier()  # every rank has looked at OUT before rank 0 writes there
-        ctx.main_first(plan.begin)
-        device = resolve_device(cfg.device, ctx.local_rank)
-        share_cpu_cores(device, busy_helpers=cfg.workers)
-        setup = prepare(cfg)
-        run_info = describe_run(cfg, setup)
-        work = dataclasses.replace(cfg, out=plan.work)
-        try:
+        with plan.writing("continue from the last checkpoint with the same command plus --resume", ctx) as folder:
+            device = resolve_device(cfg.device, ctx.local_rank)
+            share_cpu_cores(device, busy_helpers=cfg.workers)
+            setup = prepare(cfg)
+            run_info = describe_run(cfg, setup)
+            work = dataclasses.replace(cfg, out=folder)
             ctx.main_first(lambda: _prepare_run_folder(work, run_info, setup.split.to_json(), device))
             _train(work, setup, run_info, ctx, device)
-        except KeyboardInterrupt:
-            raise plan.interrupted("continue from the last checkpoint with the same command plus --resume") from None
-        if ctx.is_main:
-            plan.publish()
     finally:
         close_distributed(ctx)
     return cfg.out

@@ -38,3 +38,6 @@ InteractionHead = Annotated[
 ]
 Coupling = Annotated[str, typer.Option(help="Source-target pairing: independent or ot.")]
 Fold = Annotated[int, typer.Option(help="Fold 0-9: the i-th seeded draw of the held-out set (fixed splits: 0 only).")]
+CfgDropout = Annotated[
+    float, typer.Option(help="Share of samples trained without their perturbation label (> 0 enables guidance).")
+]

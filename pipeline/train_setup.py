@@ -7,7 +7,6 @@ run) rebuilds the same setup; the run folder records it for `generate`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ccfm.config import MODEL_PRESETS, ModelConfig, TrainConfig
+from ccfm.config import MODEL_PRESETS, ModelConfig, SchemaOverrides, TrainConfig, to_json_dict
 from ccfm.data.batches import PerturbationVocab, TrainingCells, build_vocab
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import panel_columns
 from ccfm.data.splits import Split, make_split
 from ccfm.errors import CCFMError
 from ccfm.eval.baselines import TrainingEffects
+from ccfm.latent.record import StoreRecord
 from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
+from ccfm.latent.store import LatentStore
 from ccfm.model.cascade import CascadedFlowModel
 from ccfm.model.graph import coexpression_graph
 from ccfm.model.latent_space import GenePCA
@@ -53,7 +54,7 @@ class SourceSpec:
 @dataclass(frozen=True)
 class RunSetup:
     data: PerturbationData
-    store_attrs: dict[str, Any]  # the latent store's attributes (fingerprint, stats, stand-in flags)
+    store: StoreRecord  # what the latent store was built from (fingerprint, stats, stand-in flags)
     genes: list[str]  # (G,) the panel, from the store
     vocab_ids: list[int]  # (G,) scGPT vocab ids of the panel
     columns: np.ndarray  # (G,) panel columns in the data
@@ -61,6 +62,26 @@ class RunSetup:
     vocab: PerturbationVocab
     model: ModelConfig
     cells: TrainingCells
+
+
+def with_store_inputs(cfg: TrainConfig) -> TrainConfig:
+    """The config with the data file and schema the store records filled in where `cfg` leaves them out, and every
+    path absolute, so that `ccfm train STORE --out RUN` needs nothing else and run.json reads from anywhere."""
+    record = LatentStore.open(cfg.cache).record
+    data = Path(cfg.data) if cfg.data is not None else record.data
+    if not data.is_file():
+        given = "given with --data" if cfg.data is not None else f"recorded in the latent store {cfg.cache}"
+        raise CCFMError(f"the data file {data} {given} does not exist; pass --data DATA.h5ad (the one it came from)")
+    mine, stored = dataclasses.asdict(cfg.schema), dataclasses.asdict(record.schema)
+    schema = SchemaOverrides(**{k: mine[k] if mine[k] is not None else stored[k] for k in mine})
+
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else Path(path).resolve()
+
+    return dataclasses.replace(
+        cfg, data=data.resolve(), schema=schema, cache=absolute(cfg.cache), out=absolute(cfg.out),
+        scgpt=absolute(cfg.scgpt), split_file=absolute(cfg.split_file),
+    )  # fmt: skip
 
 
 def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) -> ModelConfig:
@@ -88,7 +109,7 @@ def prepare(cfg: TrainConfig) -> RunSetup:
     # Store checks happen here, in the main process: a refusal inside a loader worker would reach the user
     # as a traceback. Opening refuses an incomplete or damaged store and one made with another --scgpt.
     source = SourceSpec(cfg.cache, cfg.scgpt).open()
-    store, attrs = source.store, source.store.attrs
+    store = source.store
     genes = source.genes
     data = load_dataset(cfg.data, cfg.schema)
     columns = panel_columns(data, genes)
@@ -104,7 +125,7 @@ def prepare(cfg: TrainConfig) -> RunSetup:
         )
     return RunSetup(
         data=data,
-        store_attrs=attrs,
+        store=store.record,
         genes=genes,
         vocab_ids=store.array("vocab_ids").tolist(),
         columns=columns,
@@ -245,13 +266,13 @@ def _pad_genes(rows: Tensor, n_genes: int) -> Tensor:
 def describe_run(cfg: TrainConfig, setup: RunSetup) -> dict[str, Any]:
     """The run folder's `run.json`: enough to rebuild model, panel and split without the TrainConfig."""
     return {
-        "train_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "train_config": to_json_dict(cfg),
         "model_config": dataclasses.asdict(setup.model),
         "panel": setup.genes,
         "vocab_ids": setup.vocab_ids,
         "perturbation_vocab": setup.vocab.to_json(),
-        "cache_fingerprint": setup.store_attrs["fingerprint"],
-        "stand_in": {"data": setup.data.stand_in, "scgpt": setup.store_attrs["stand_in"]["scgpt"]},
+        "cache_fingerprint": setup.store.fingerprint.to_json(),
+        "stand_in": {"data": setup.data.stand_in, "scgpt": setup.store.stand_in.get("scgpt", False)},
     }
 
 

@@ -89,7 +89,7 @@ else
     echo "$JOB_ID" >"$STORE.job"
     # shellcheck disable=SC2086  # EXTRACT_ARGS: one option per word
     run_step extract torchrun --standalone --nnodes 1 --nproc-per-node "$GPUS_PER_NODE" \
-        --module ccfm extract "$DATA" --scgpt "$SCGPT" --out "$STORE" --genes "$GENES" --device cuda \
+        --module cli extract "$DATA" --scgpt "$SCGPT" --out "$STORE" --genes "$GENES" --device cuda \
         --resume "${lock_flag[@]}" $EXTRACT_ARGS
 fi
 
@@ -100,7 +100,7 @@ run_step train mpiexec -machinefile "$NODEFILE" -n "$NODES" -npernode 1 \
     env PATH="$PATH" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" \
     torchrun --nnodes "$NODES" --nproc-per-node "$GPUS_PER_NODE" \
     --rdzv-backend c10d --rdzv-endpoint "$HEAD:$PORT" --rdzv-id "ccfm-$JOB_ID" \
-    --module ccfm train "$DATA" --cache "$STORE" --out "$RUN" --split "$SPLIT" --preset "$PRESET" \
+    --module cli train "$STORE" --data "$DATA" --out "$RUN" --split "$SPLIT" --preset "$PRESET" \
     --steps "$STEPS" --batch-size "$BATCH_SIZE" --device cuda --resume $TRAIN_ARGS
 
 echo "$(date '+%F %T') done: run folder $RUN (next: ccfm generate $RUN, ccfm evaluate $RUN)"

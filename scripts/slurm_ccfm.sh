@@ -51,7 +51,7 @@ EXTRACT_ARGS=${EXTRACT_ARGS:-}                        # more extract options, e.
 TRAIN_ARGS=${TRAIN_ARGS:-}                            # more train options, e.g. "--checkpoint-every 2000"
 PORT=${PORT:-29500}                                   # rendezvous port on the first node
 JOB_ID=${SLURM_JOB_ID:-local}
-HEAD=$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" | head -n 1)  # rendezvous host
+HEAD=$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" | sed -n 1p)  # rendezvous host (sed reads all: no SIGPIPE)
 LOGS="$RUN/logs"
 mkdir -p "$LOGS" "$(dirname "$STORE")"
 
@@ -101,7 +101,7 @@ else
     # shellcheck disable=SC2086  # EXTRACT_ARGS: one option per word
     run_step extract srun --nodes 1 --ntasks 1 \
         torchrun --standalone --nnodes 1 --nproc-per-node "$GPUS_PER_NODE" \
-        --module ccfm extract "$DATA" --scgpt "$SCGPT" --out "$STORE" --genes "$GENES" --device cuda \
+        --module cli extract "$DATA" --scgpt "$SCGPT" --out "$STORE" --genes "$GENES" --device cuda \
         --resume "${lock_flag[@]}" $EXTRACT_ARGS
 fi
 
@@ -110,7 +110,7 @@ fi
 run_step train srun --nodes "$NODES" --ntasks-per-node 1 \
     torchrun --nnodes "$NODES" --nproc-per-node "$GPUS_PER_NODE" \
     --rdzv-backend c10d --rdzv-endpoint "$HEAD:$PORT" --rdzv-id "ccfm-$JOB_ID" \
-    --module ccfm train "$DATA" --cache "$STORE" --out "$RUN" --split "$SPLIT" --preset "$PRESET" \
+    --module cli train "$STORE" --data "$DATA" --out "$RUN" --split "$SPLIT" --preset "$PRESET" \
     --steps "$STEPS" --batch-size "$BATCH_SIZE" --device cuda --resume $TRAIN_ARGS
 
 echo "$(date '+%F %T') done: run folder $RUN (next: ccfm generate $RUN, ccfm evaluate $RUN)"

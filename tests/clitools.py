@@ -37,12 +37,12 @@ def ok(*args: object) -> None:
 def torchrun_command(*args: object, nproc: int = 2) -> list[str]:
     """argv of `ccfm ARGS` under torchrun with `nproc` local processes (gloo on CPU), for subprocess.run."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    return [*launch, "--module", "ccfm", *(str(a) for a in args)]
+    return [*launch, "--module", "cli", *(str(a) for a in args)]
 
 
 def ccfm_command(*args: object) -> list[str]:
-    """argv of `python -m ccfm ARGS`, for subprocess.run."""
-    return [sys.executable, "-m", "ccfm", *(str(a) for a in args)]
+    """argv of `python -m cli ARGS`, for subprocess.run."""
+    return [sys.executable, "-m", "cli", *(str(a) for a in args)]
 
 
 def tiny_extract_args(data: Path, scgpt: Path, out: Path, shard_cells: int, batch_size: int = 1) -> list[object]:
@@ -54,7 +54,7 @@ def tiny_extract_args(data: Path, scgpt: Path, out: Path, shard_cells: int, batc
 
 def tiny_train_args(data: Path, cache: Path, out: Path, steps: int, checkpoint_every: int) -> list[object]:
     """`train` on a tiny workspace: the tiny preset, batch 8, one loader process, CPU, split seed 1."""
-    return ["train", data, "--cache", cache, "--out", out, "--preset", "tiny", "--steps", steps] + [
+    return ["train", cache, "--data", data, "--out", out, "--preset", "tiny", "--steps", steps] + [
         "--batch-size", "8", "--checkpoint-every", checkpoint_every, "--workers", "1", "--device", "cpu",
         "--lr", "0.001", "--split-seed", "1",
     ]  # fmt: skip

@@ -79,8 +79,6 @@ def cli_env(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     for name, store in (("run", "store.zarr"), ("run20", "store20.zarr")):
         ok(
             "train",
-            data,
-            "--cache",
             root / store,
             "--out",
             root / name,

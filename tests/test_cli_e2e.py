@@ -21,20 +21,22 @@ def _ok(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_simulate_extract_train_generate_evaluate(tmp_path: Path) -> None:
-    data, scgpt, store = tmp_path / "norman.h5ad", tmp_path / "scgpt", tmp_path / "store.zarr"
+def test_simulate_extract_train_generate_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths typed relative to the folder the commands run in; generate and evaluate then run from another."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    data, scgpt, store = Path("norman.h5ad"), Path("scgpt"), Path("store.zarr")
     out = _ok("simulate", "norman", "--out", data, "--scale", "0.004", "--min-cells", "4")
     assert "gears_norman" in out and "SIMULATED" in out
     _ok("toy-scgpt", "--out", scgpt, "--d-model", "16", "--layers", "1", "--heads", "2", "--genes-from", data)
     _ok("extract", data, "--scgpt", scgpt, "--out", store, "--genes", "128", "--device", "cpu", "--norm-cells", "256")
     runs = {}
     for latent in ("scgpt", "none"):
-        runs[latent] = tmp_path / f"run_{latent}"
+        runs[latent] = Path(f"run_{latent}")
         _ok(
             "train",
-            data,
-            "--cache",
-            store,
+            store,  # the data file and schema come from the store
             "--out",
             runs[latent],
             "--preset",
@@ -52,7 +54,10 @@ def test_simulate_extract_train_generate_evaluate(tmp_path: Path) -> None:
             "--latent",
             latent,
         )
-        _ok("generate", runs[latent], "--cells", "3", "--steps", "2", "--device", "cpu")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the run folders record absolute paths: they work from anywhere
+    runs = {latent: tmp_path / "work" / run for latent, run in runs.items()}
+    for run in runs.values():
+        _ok("generate", run, "--cells", "3", "--steps", "2", "--device", "cpu")
     pred = ad.read_h5ad(runs["scgpt"] / "predictions.h5ad")
     assert pred.uns["ccfm"]["stand_in"]["data"] and "non-targeting" in set(pred.obs["target_gene"])
     out = _ok("evaluate", runs["scgpt"], "--baseline-run", runs["none"], "--profile", "minimal")

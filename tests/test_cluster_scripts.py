@@ -20,9 +20,9 @@ if [[ -n "${STUB_HANG:-}" && " $* " == *" train "* ]]; then exec sleep 60; fi
 """
 STORE_ARGS = "--genes 1000 --device cuda --resume"
 TRAIN_TAIL = (
-    "--rdzv-backend c10d --rdzv-endpoint {head}:29500 --rdzv-id ccfm-{job} --module ccfm train /data/norman.h5ad "
-    "--cache {store} --out {run} --split additive --preset base --steps 1234 --batch-size 48 --device cuda --resume "
-    "--checkpoint-every 500"
+    "--rdzv-backend c10d --rdzv-endpoint {head}:29500 --rdzv-id ccfm-{job} --module cli train {store} "
+    "--data /data/norman.h5ad --out {run} --split additive --preset base --steps 1234 --batch-size 48 --device cuda "
+    "--resume --checkpoint-every 500"
 )
 
 
@@ -81,7 +81,7 @@ def test_slurm_renders_extract_on_one_node_and_train_across_nodes(tmp_path: Path
         "module load cuda/12.4 python/3.11",
         f"activate {env['VENV']}",
         "scontrol show hostnames gpu-a[01-02]",
-        "srun --nodes 1 --ntasks 1 torchrun --standalone --nnodes 1 --nproc-per-node 4 --module ccfm extract "
+        "srun --nodes 1 --ntasks 1 torchrun --standalone --nnodes 1 --nproc-per-node 4 --module cli extract "
         f"/data/norman.h5ad --scgpt /models/scGPT_human --out {store} {STORE_ARGS}",
         "srun --nodes 2 --ntasks-per-node 1 torchrun --nnodes 2 --nproc-per-node 4 "
         + TRAIN_TAIL.format(head="gpu-a01", job="4242", store=store, run=run),
@@ -135,7 +135,7 @@ def test_pjm_renders_extract_on_one_node_and_train_across_nodes(tmp_path: Path) 
     assert lines[:3] == [
         "module load cuda/12.4 python/3.11",
         f"activate {env['VENV']}",
-        "torchrun --standalone --nnodes 1 --nproc-per-node 4 --module ccfm extract /data/norman.h5ad "
+        "torchrun --standalone --nnodes 1 --nproc-per-node 4 --module cli extract /data/norman.h5ad "
         f"--scgpt /models/scGPT_human --out {store} {STORE_ARGS}",
     ]
     launcher, _, torchrun = lines[3].partition(" torchrun ")

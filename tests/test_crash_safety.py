@@ -1,6 +1,6 @@
 """SIGKILL at seeded points, then resume: extraction and training end exactly where an uninterrupted run ends.
 
-Each killed process is the real CLI (`python -m ccfm ...`) started as a subprocess and killed with SIGKILL, which
+Each killed process is the real CLI (`python -m cli ...`) started as a subprocess and killed with SIGKILL, which
 no handler can intercept. The uninterrupted references are built once per module, in process. Resumes run in
 process (the same `run(cfg)` the CLI calls, without ~7 s of imports) except for one case per stage that goes
 through the CLI's `--resume`.

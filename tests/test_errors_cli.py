@@ -120,9 +120,9 @@ def test_truncated_best_model(env: dict, tmp_path: Path) -> None:
 def _train(env: dict, tmp_path: Path, *extra: object, match: str, data: Path | None = None) -> None:
     refused(
         "train",
-        data or env["data"],
-        "--cache",
         env["store"],
+        "--data",
+        data or env["data"],
         "--out",
         tmp_path / "run",
         "--preset",

@@ -43,7 +43,7 @@ def test_output_path_exists(env: dict, tmp_path: Path) -> None:
         match="already exists",
     )
     refused(
-        "train", env["data"], "--cache", env["store"], "--out", env["run"], "--device", "cpu", match="already exists"
+        "train", env["store"], "--data", env["data"], "--out", env["run"], "--device", "cpu", match="already exists"
     )
     refused("generate", env["run"], "--out", existing, "--device", "cpu", match="already exists")
     refused("toy-scgpt", "--out", env["scgpt"], match="already exists")

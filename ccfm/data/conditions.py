@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from ccfm.errors import CCFMError
 
 MAX_TOKENS = 2
-#: Tokens that fill an empty slot; a label made only of these is the control.
-CONTROL_TOKENS = frozenset({"ctrl", "control", "non-targeting", "dmso", "vehicle"})
+#: Control labels of the known layouts, in order of preference when a data set's control is detected
+#: (ccfm/data/schema.py); their tokens, in any case, fill an empty slot, and a label made only of them is the control.
+CONTROL_LABELS = ("ctrl", "control", "control+control", "non-targeting", "DMSO", "vehicle")
+CONTROL_TOKENS = frozenset(token.lower() for label in CONTROL_LABELS for token in label.split("+"))
 SEPARATOR = "+"
 
 

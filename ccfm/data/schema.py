@@ -9,12 +9,11 @@ import anndata as ad
 import numpy as np
 
 from ccfm.config import SchemaOverrides
+from ccfm.data.conditions import CONTROL_LABELS
 from ccfm.errors import CCFMError
 
 SchemaKind = Literal["gears_norman", "scdfm_norman", "combosciplex", "cell_eval", "custom"]
 
-#: Control labels recognised without `--control`, in order of preference.
-CONTROL_CANDIDATES = ("ctrl", "control", "control+control", "non-targeting", "DMSO")
 #: Perturbation columns recognised without `--pert-col`, in order of preference.
 PERT_COL_CANDIDATES = ("condition", "target_gene", "target", "perturbation", "gene")
 
@@ -72,11 +71,11 @@ def _pick_control(labels: set[str], pert_col: str, requested: str | None) -> str
                 "pass the label your control cells carry with --control"
             )
         return requested
-    for name in CONTROL_CANDIDATES:
+    for name in CONTROL_LABELS:
         if name in labels:
             return name
     raise CCFMError(
-        f"no control cells found in obs[{pert_col!r}] (looked for {', '.join(CONTROL_CANDIDATES)}); "
+        f"no control cells found in obs[{pert_col!r}] (looked for {', '.join(CONTROL_LABELS)}); "
         "pass the label your control cells carry with --control"
     )
 

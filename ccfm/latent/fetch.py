@@ -11,7 +11,6 @@ gives them (`ccfm fetch-scgpt --sha256 FILE=HEX`); every download is checked aga
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -142,11 +141,6 @@ def parse_checksums(values: Sequence[str]) -> dict[str, str]:
             )
         checksums[name] = digest.lower()
     return checksums
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def is_html_type(content_type: str) -> bool:

@@ -51,7 +51,7 @@ class LatentSource:
         self.store = store
         self.extractor = extractor
         self.batch_size = batch_size
-        self.stats = FrozenStats.from_json(store.attrs["frozen_stats"])
+        self.stats = FrozenStats.from_json(store.record.frozen_stats)
         self.genes = store.array("genes").tolist()
         self.vocab_ids = store.array("vocab_ids")
         self._hashes = store.array("cell_hashes")
@@ -60,7 +60,6 @@ class LatentSource:
     def open(cls, path: Path, scgpt: ScgptModel | None, batch_size: int = 32, seed: int | None = None) -> LatentSource:
         """Open a complete store; with a checkpoint, refuse a store made by another one."""
         store = LatentStore.open(path)
-        attrs = store.attrs
         if not store.complete:
             raise CCFMError(
                 f"latent store {path} is incomplete (an extraction was interrupted); rerun "
@@ -74,14 +73,15 @@ class LatentSource:
             )
         extractor = None
         if scgpt is not None:
-            built_with = attrs["fingerprint"]["checkpoint"]
+            record = store.record
+            built_with = record.fingerprint.checkpoint
             if built_with != scgpt.fingerprint:
                 raise CCFMError(
                     f"latent store {path} was built with another scGPT checkpoint (store {built_with[:12]}, "
                     f"given {scgpt.fingerprint[:12]} from {scgpt.folder}); use the checkpoint it was built "
                     "with or re-extract"
                 )
-            seed = attrs["config"]["seed"] if seed is None else seed
+            seed = record.seed if seed is None else seed
             extractor = FeatureExtractor(scgpt, store.array("vocab_ids"), seed=seed)
         return cls(store, extractor, batch_size)
 

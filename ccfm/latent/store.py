@@ -8,7 +8,6 @@ exactly the shards without a marker.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from zarr.codecs import ZstdCodec
 
 from ccfm.atomic import fsync_tree, write_json_atomic
 from ccfm.errors import CCFMError
+from ccfm.latent.fingerprint import file_sha256
+from ccfm.latent.record import StoreRecord
 from ccfm.latent.statistics import RunningMoments
 
 FORMAT_VERSION = 1
@@ -45,14 +46,6 @@ class StoredRows:
     covered: np.ndarray  # (B, G) bool
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _groups(labels: np.ndarray) -> dict[str, list[int]]:
     """{label: [start, stop)} for grouped labels."""
     groups: dict[str, list[int]] = {}
@@ -67,9 +60,9 @@ def _groups(labels: np.ndarray) -> dict[str, list[int]]:
 def _rebuild_command(path: Path) -> str:
     """The `ccfm extract` line that rebuilds a store, from what its attributes recorded (when readable)."""
     try:
-        source = json.loads((path / "zarr.json").read_text())["attributes"]["source"]
-        data, scgpt = source["data"], source["scgpt"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = StoreRecord.from_attrs(json.loads((path / "zarr.json").read_text())["attributes"])
+        data, scgpt = record.data, record.scgpt
+    except (OSError, ValueError, KeyError, TypeError, CCFMError):
         data, scgpt = "DATA.h5ad", "SCGPT_DIR"
     return f"`ccfm extract {data} --scgpt {scgpt} --out {path} --overwrite` (with the options it was built with)"
 
@@ -149,6 +142,11 @@ class LatentStore:
         return dict(self.root.attrs)
 
     @property
+    def record(self) -> StoreRecord:
+        """The attributes, typed: what the store was built from and with."""
+        return StoreRecord.from_attrs(self.attrs, self.path)
+
+    @property
     def n_cells(self) -> int:
         return int(self.features.shape[0])
 
@@ -197,7 +195,7 @@ class LatentStore:
 
     def _file_records(self, shard: int) -> dict[str, dict[str, Any]]:
         return {
-            str(f.relative_to(self.path)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            str(f.relative_to(self.path)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
             for f in self._shard_files(shard)
             if f.exists()
         }
@@ -211,7 +209,7 @@ class LatentStore:
                 if (
                     not file.is_file()
                     or file.stat().st_size != record["bytes"]
-                    or (deep and _sha256(file) != record["sha256"])
+                    or (deep and file_sha256(file) != record["sha256"])
                 ):
                     bad.append(shard)
                     break
