@@ -22,10 +22,10 @@ from bench.common import report, simulated_norman, timed
 from ccfm.config import ExtractConfig
 from ccfm.data.loading import load_dataset
 from ccfm.data.panel import choose_panel
-from ccfm.latent.extractor import FeatureExtractor
-from ccfm.latent.scgpt_checkpoint import load_scgpt, map_panel_to_vocab
 from ccfm.latent.store import LatentStore
-from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+from ccfm.scgpt.checkpoint import load_scgpt, map_panel_to_vocab
+from ccfm.scgpt.extractor import FeatureExtractor
+from ccfm.scgpt.toy import build_toy_checkpoint
 from pipeline import extract
 
 GENES = 1000

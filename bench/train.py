@@ -23,7 +23,7 @@ import torch
 from bench.common import report, simulated_norman
 from ccfm.config import ExtractConfig, TrainConfig
 from ccfm.data.batches import BatchStream
-from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+from ccfm.scgpt.toy import build_toy_checkpoint
 from pipeline import extract
 from pipeline.runtime import DistContext, share_cpu_cores
 from pipeline.train import Trainer

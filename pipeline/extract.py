@@ -26,13 +26,13 @@ from ccfm.config import ExtractConfig, to_json_dict
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import choose_panel
 from ccfm.errors import CCFMError
-from ccfm.latent.extractor import FeatureExtractor
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.record import StoreRecord
-from ccfm.latent.scgpt_checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
 from ccfm.latent.source import normalized_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
+from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
+from ccfm.scgpt.extractor import FeatureExtractor
 from pipeline.lock import WriterLock
 from pipeline.outputs import STORE, plan_output
 from pipeline.runtime import (

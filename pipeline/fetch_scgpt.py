@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 from ccfm.config import FetchScgptConfig
 from ccfm.errors import CCFMError
-from ccfm.latent.fetch import Downloader, parse_checksums, resolve_sources
 from ccfm.latent.fingerprint import file_sha256
-from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES, ScgptModel, load_scgpt
-from ccfm.latent.toy_checkpoint import released_args
+from ccfm.scgpt.checkpoint import CHECKPOINT_FILES, ScgptModel, load_scgpt
+from ccfm.scgpt.toy import released_args
+from pipeline.download import Downloader, parse_checksums, resolve_sources
 from pipeline.lock import WriterLock
 from pipeline.outputs import CHECKPOINT, OutputPlan, plan_output
 

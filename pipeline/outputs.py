@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 
 from ccfm.errors import CCFMError, Interrupted
-from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES
+from ccfm.scgpt.checkpoint import CHECKPOINT_FILES
 from pipeline.runtime import DistContext
 
 # Files CCFM itself leaves beside what it writes: write-then-rename temporaries and writer locks.

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from ccfm.config import ModelConfig, SchemaOverrides
-from ccfm.data.batches import PerturbationVocab
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.splits import Split
+from ccfm.data.vocab import PerturbationVocab
 from ccfm.errors import CCFMError
 from ccfm.model.cascade import CascadedFlowModel, build_model
 from pipeline.checkpoints import load_checkpoint, resolve_checkpoint

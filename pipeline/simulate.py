@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ccfm.atomic import write_h5ad_atomic
 from ccfm.config import SimulateConfig, to_json_dict
-from ccfm.data.simulate_combosciplex import simulate_combosciplex
-from ccfm.data.simulate_norman import simulate_norman
+from ccfm.simulate.combosciplex import simulate_combosciplex
+from ccfm.simulate.norman import simulate_norman
 from pipeline.outputs import SIMULATION, plan_output
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The released weights cannot be downloaded here; this stand-in exercises the real loader with real symbols. With
 `--pretrain DATA.h5ad` it is first trained for `--minutes` with scGPT's masked-expression objective on DATA's
-control cells (ccfm.latent.pretrain), so that its per-gene features encode co-expression context as the real
+control cells (ccfm.scgpt.pretrain), so that its per-gene features encode co-expression context as the real
 model's do; args.json records on what, for how long, and the held-out loss against its references.
 """
 
@@ -23,9 +23,9 @@ from ccfm.config import ToyScgptConfig
 from ccfm.data.loading import load_dataset
 from ccfm.data.panel import choose_panel, panel_columns
 from ccfm.errors import CCFMError
-from ccfm.latent.pretrain import TokenSpec, pretrain
-from ccfm.latent.scgpt_checkpoint import map_panel_to_vocab
-from ccfm.latent.toy_checkpoint import SPECIAL_TOKENS, Pretrainer, build_toy_checkpoint, released_args
+from ccfm.scgpt.checkpoint import map_panel_to_vocab
+from ccfm.scgpt.pretrain import TokenSpec, pretrain
+from ccfm.scgpt.toy import SPECIAL_TOKENS, Pretrainer, build_toy_checkpoint, released_args
 from pipeline.outputs import CHECKPOINT, plan_output
 
 log = logging.getLogger(__name__)

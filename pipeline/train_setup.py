@@ -16,20 +16,21 @@ import torch
 from torch import Tensor
 
 from ccfm.config import MODEL_PRESETS, ModelConfig, SchemaOverrides, TrainConfig, to_json_dict
-from ccfm.data.batches import PerturbationVocab, TrainingCells, build_vocab
+from ccfm.data.batches import TrainingCells
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import panel_columns
 from ccfm.data.splits import Split, make_split
+from ccfm.data.vocab import PerturbationVocab, build_vocab
 from ccfm.errors import CCFMError
 from ccfm.eval.baselines import TrainingEffects
 from ccfm.latent.record import StoreRecord
-from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource
 from ccfm.latent.store import LatentStore
 from ccfm.model.cascade import CascadedFlowModel
 from ccfm.model.graph import coexpression_graph
 from ccfm.model.latent_space import GenePCA
 from ccfm.model.source import InteractionFit, fit_interaction
+from ccfm.scgpt.checkpoint import load_scgpt
 
 GRAPH_MAX_CELLS = 20_000  # training cells used for the co-expression graph (seeded sample beyond this)
 LATENT_FIT_CELLS = 24  # cells per training condition read for the latent PCA and prior (seeded sample) ...

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# --- toy scGPT checkpoint (ccfm.latent.toy_checkpoint) ---------------------------------------------------
+# --- toy scGPT checkpoint (ccfm.scgpt.toy) ---------------------------------------------------
 
 TOY_SCGPT_PANEL_SIZE = 300  # real Norman gene symbols: most are in the census vocab, some are not
 
@@ -25,7 +25,7 @@ def toy_scgpt_panel() -> list[str]:
 def toy_scgpt_dir(tmp_path_factory: pytest.TempPathFactory, toy_scgpt_panel: list[str]) -> Path:
     """A tiny scGPT checkpoint folder in the released layout (d_model 32, 2 layers, 4 heads). Do not modify:
     copy it (shutil.copytree) before corrupting files."""
-    from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+    from ccfm.scgpt.toy import build_toy_checkpoint
 
     out = tmp_path_factory.mktemp("toy_scgpt") / "whole_human_toy"
     return build_toy_checkpoint(out, d_model=32, layers=2, heads=4, genes=toy_scgpt_panel, seed=0)
@@ -40,7 +40,7 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     released layout that differ only in their seed: `scgpt` and `scgpt_other` (d_model 16, 1 layer)."""
     from factories import REAL_GENES, tiny_gears_adata
 
-    from ccfm.latent.toy_checkpoint import build_toy_checkpoint
+    from ccfm.scgpt.toy import build_toy_checkpoint
 
     root = tmp_path_factory.mktemp("workspace")
     tiny_gears_adata(cells_per_condition=12, genes=REAL_GENES).write_h5ad(root / "data.h5ad")

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from ccfm.config import ExtractConfig
 from ccfm.data.loading import load_dataset
 from ccfm.errors import CCFMError
-from ccfm.latent.scgpt_checkpoint import load_scgpt
 from ccfm.latent.source import LatentSource, normalized_features
 from ccfm.latent.store import LatentStore
+from ccfm.scgpt.checkpoint import load_scgpt
 from cli import app
 from pipeline import extract
 

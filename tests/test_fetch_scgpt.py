@@ -18,9 +18,9 @@ from clitools import refused as cli_refused
 
 from ccfm.config import FetchScgptConfig
 from ccfm.errors import CCFMError
-from ccfm.latent.fetch import RELEASE_DRIVE_IDS, drive_confirm_url, resolve_sources
-from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES
+from ccfm.scgpt.checkpoint import CHECKPOINT_FILES
 from pipeline import fetch_scgpt
+from pipeline.download import RELEASE_DRIVE_IDS, drive_confirm_url, resolve_sources
 
 DRIVE_UUID = "0f3c9a6e-uuid-from-the-page"
 CONFIRM_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>

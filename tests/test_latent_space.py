@@ -12,10 +12,10 @@ from clitools import ok, refused
 from factories import REAL_GENES, tiny_gears_adata
 
 from ccfm.errors import CCFMError
-from ccfm.latent.pretrain import MASK_VALUE, TokenSpec, masked_batch, pretrain
-from ccfm.latent.scgpt_checkpoint import build_scgpt_model, load_scgpt
-from ccfm.latent.toy_checkpoint import released_args
 from ccfm.model.latent_space import GenePCA, LatentSpace
+from ccfm.scgpt.checkpoint import build_scgpt_model, load_scgpt
+from ccfm.scgpt.pretrain import MASK_VALUE, TokenSpec, masked_batch, pretrain
+from ccfm.scgpt.toy import released_args
 
 G, D, T = 5, 6, 4  # genes, features, tokens
 

@@ -19,15 +19,15 @@ import torch
 
 from ccfm.config import ToyScgptConfig
 from ccfm.errors import CCFMError
-from ccfm.latent.scgpt_checkpoint import (
+from ccfm.scgpt.checkpoint import (
     ENCODER_PREFIXES,
     build_scgpt_model,
     checkpoint_fingerprint,
     load_scgpt,
     map_panel_to_vocab,
 )
-from ccfm.latent.torchtext_vocab import Vocab, import_scgpt, register_torchtext_stand_in, vocab
-from ccfm.latent.toy_checkpoint import SPECIAL_TOKENS, build_toy_checkpoint, census_gene_symbols
+from ccfm.scgpt.torchtext_vocab import Vocab, import_scgpt, register_torchtext_stand_in, vocab
+from ccfm.scgpt.toy import SPECIAL_TOKENS, build_toy_checkpoint, census_gene_symbols
 from pipeline import toy_scgpt
 
 D_MODEL, LAYERS = 32, 2  # the toy_scgpt_dir fixture's sizes
@@ -161,7 +161,7 @@ def test_a_broken_torchtext_binary_is_replaced_by_the_stand_in(tmp_path: Path) -
     (broken / "__init__.py").write_text("")  # the package imports; its compiled part does not
     (broken / "vocab.py").write_text("raise OSError('libtorchtext.so: undefined symbol')\n")
     code = (
-        "from ccfm.latent.torchtext_vocab import register_torchtext_stand_in as reg;"
+        "from ccfm.scgpt.torchtext_vocab import register_torchtext_stand_in as reg;"
         "assert reg() and reg();"
         "import torchtext.vocab as tv;"
         "assert tv.vocab({'g': 1}, specials=['<pad>'])['g'] == 1 and tv.Vocab.__module__.startswith('ccfm')"
@@ -184,7 +184,7 @@ def test_gene_vocab_from_file_on_the_60k_census_vocab() -> None:
 
 def test_importing_ccfm_does_not_import_scgpt() -> None:
     code = (
-        "import sys, ccfm, ccfm.latent, ccfm.latent.scgpt_checkpoint, ccfm.latent.toy_checkpoint;"
+        "import sys, ccfm, ccfm.latent, ccfm.scgpt.checkpoint, ccfm.scgpt.toy;"
         "assert 'scgpt' not in sys.modules and 'torchtext' not in sys.modules, 'eager import'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -13,15 +13,15 @@ import scanpy as sc
 
 from ccfm.config import SchemaOverrides, SimulateConfig
 from ccfm.data.conditions import parse_condition
-from ccfm.data.simulate_combosciplex import DRUG_MECHANISM, simulate_combosciplex
-from ccfm.data.simulate_common import MODULE_PROGRAM_GENES, MODULE_RULES, k562_baseline
-from ccfm.data.simulate_norman import (
+from ccfm.errors import CCFMError
+from ccfm.simulate.combosciplex import DRUG_MECHANISM, simulate_combosciplex
+from ccfm.simulate.common import MODULE_PROGRAM_GENES, MODULE_RULES, k562_baseline
+from ccfm.simulate.norman import (
     INTERACTION_FRACTION,
     load_norman_metadata,
     simulate_norman,
     single_effects,
 )
-from ccfm.errors import CCFMError
 from pipeline import simulate as stage
 from pipeline.inspect import describe
 

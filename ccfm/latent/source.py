@@ -13,11 +13,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ccfm.errors import CCFMError
-from ccfm.latent.extractor import FeatureExtractor
 from ccfm.latent.fingerprint import cell_hashes, panel_hash
-from ccfm.latent.scgpt_checkpoint import ScgptModel
 from ccfm.latent.statistics import FrozenStats
 from ccfm.latent.store import LatentStore
+from ccfm.scgpt.checkpoint import ScgptModel
+from ccfm.scgpt.extractor import FeatureExtractor
 
 HASH_BLOCK = 4096  # cells whose expression is hashed at once when checking a data set against a store
 

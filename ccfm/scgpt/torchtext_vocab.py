@@ -171,7 +171,7 @@ def register_torchtext_stand_in() -> bool:
         return False
     if getattr(sys.modules.get("torchtext.vocab"), _STAND_IN_MARK, False):
         return True
-    package = types.ModuleType("torchtext", "Stand-in for torchtext (ccfm.latent.torchtext_vocab).")
+    package = types.ModuleType("torchtext", "Stand-in for torchtext (ccfm.scgpt.torchtext_vocab).")
     package.__path__ = []  # a package, so that `import torchtext.vocab` resolves the submodule
     submodule = types.ModuleType("torchtext.vocab", __doc__)
     submodule.Vocab = Vocab

@@ -1,7 +1,7 @@
 """scGPT's masked-expression objective, to give the toy stand-in knowledge of gene–gene context.
 
 The released scGPT learned its features by predicting masked expression values from the other genes of the
-cell (its "GEP" objective): each cell's expressed genes are binned (ccfm.latent.binning), a share of them
+cell (its "GEP" objective): each cell's expressed genes are binned (ccfm.scgpt.binning), a share of them
 (mask ratio drawn from the release's args.json, 0.25 / 0.5 / 0.75) get the value `mask_value` (−1), and the
 expression decoder's output at those positions is scored by MSE against their true bins. A model that only
 knows each gene's typical bin reaches the per-gene-mean reference; only co-expression context goes below it.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ccfm.latent.binning import bin_values
+from ccfm.scgpt.binning import bin_values
 
 MASK_VALUE = -1.0  # the release's mask_value: the input value of a masked gene
 MASK_RATIOS = (0.25, 0.5, 0.75)  # the release's mask_ratio choices, one drawn per batch

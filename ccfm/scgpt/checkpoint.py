@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ccfm.errors import CCFMError
-from ccfm.latent.torchtext_vocab import import_scgpt
+from ccfm.scgpt.torchtext_vocab import import_scgpt
 
 CHECKPOINT_FILES = ("best_model.pt", "vocab.json", "args.json")
 # The tensors that produce `_encode`'s per-gene features; the decoders are never used by CCFM.

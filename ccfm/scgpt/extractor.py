@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ccfm.latent.binning import bin_values, cell_seed
-from ccfm.latent.scgpt_checkpoint import ScgptModel
+from ccfm.scgpt.binning import bin_values, cell_seed
+from ccfm.scgpt.checkpoint import ScgptModel
 
 
 @dataclass(frozen=True)

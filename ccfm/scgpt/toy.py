@@ -5,7 +5,7 @@ names (flash-attention `self_attn.Wqkv.*`, the extra `flag_encoder.weight`), rea
 wheel's census vocabulary with `<pad>`, `<cls>`, `<eoc>` last, and the released args.json with only the sizes
 changed. It is labelled as a stand-in inside args.json ("stand_in": true), so nothing built on it can pass for
 real scGPT features. Its weights are random, or (`pretrain`) trained for a few CPU minutes with scGPT's own
-masked-expression objective (ccfm.latent.pretrain), which args.json then records.
+masked-expression objective (ccfm.scgpt.pretrain), which args.json then records.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 
 from ccfm.atomic import fsync_tree
 from ccfm.errors import CCFMError
-from ccfm.latent.scgpt_checkpoint import build_scgpt_model
-from ccfm.latent.torchtext_vocab import import_scgpt
+from ccfm.scgpt.checkpoint import build_scgpt_model
+from ccfm.scgpt.torchtext_vocab import import_scgpt
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")  # appended after the genes, as in the release
 OTHER_CENSUS_GENES = 2_000  # census genes sampled beside the requested ones: a realistic vocab subset
@@ -67,7 +67,7 @@ def _toy_args(d_model: int, layers: int, heads: int, seed: int) -> dict[str, Any
     args["seed"] = seed
     args["description"] = (
         f"Randomly initialised toy scGPT (seed {seed}) in the released whole-human layout, built by "
-        "ccfm.latent.toy_checkpoint. NOT the released weights: its features carry no biology."
+        "ccfm.scgpt.toy. NOT the released weights: its features carry no biology."
     )
     return args
 

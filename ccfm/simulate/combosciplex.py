@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ccfm.data.conditions import parse_condition
-from ccfm.data.simulate_common import (
+from ccfm.simulate.common import (
     K562_FILES,
     ExpressionModel,
     Interaction,

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from ccfm.atomic import write_json_atomic
 from ccfm.errors import CCFMError
-from ccfm.latent.scgpt_checkpoint import CHECKPOINT_FILES
+from ccfm.scgpt.checkpoint import CHECKPOINT_FILES
 
 # The whole-human model ("scGPT_human", https://drive.google.com/drive/folders/1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y,
 # linked from the scGPT README). These per-file ids are the ones several independent public download scripts use

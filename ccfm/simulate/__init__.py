@@ -1,0 +1,1 @@
+"""Honest stand-ins: simulated Norman- and ComboSciPlex-shaped data sets built from real metadata."""
