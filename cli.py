@@ -6,6 +6,7 @@ A user's mistake (`CCFMError`) is printed as one line and exits with code 1, wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -13,10 +14,14 @@ from typing import Annotated
 import typer
 
 from ccfm.config import (
+    CascadeTimeConfig,
     EvaluateConfig,
     ExtractConfig,
     FetchScgptConfig,
     GenerateConfig,
+    ModelKnobs,
+    ObjectiveConfig,
+    SamplerConfig,
     SchemaOverrides,
     SimulateConfig,
     ToyScgptConfig,
@@ -227,38 +232,42 @@ def extract(
     typer.echo(f"latent store written to {path}")
 
 
+_MODEL, _OBJECTIVE, _TIMES = ModelKnobs(), ObjectiveConfig(), CascadeTimeConfig()  # the knobs' defaults
+_TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 @app.command()
 def train(
-    cache: Annotated[Path, typer.Argument(help="Latent store from `ccfm extract` (it names its data file).")],
+    store: Annotated[Path, typer.Argument(help="Latent store from `ccfm extract` (it names its data file).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder.")],
     data: Annotated[Path | None, typer.Option(help="Perturbation .h5ad (default: the store's own).")] = None,
     split: Annotated[str, typer.Option(help="additive, holdout, unseen-single, combosciplex or file.")] = "additive",
     fold: knob.Fold = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
     split_file: Annotated[Path | None, typer.Option(help="Test conditions, one per line (--split file).")] = None,
-    preset: Annotated[str, typer.Option(help="Model preset: tiny or base.")] = "base",
-    steps: Annotated[int, typer.Option(help="Optimizer steps, exactly.")] = 200_000,
-    batch_size: Annotated[int, typer.Option(help="Target cells (and control cells) per step.")] = 48,
-    latent: Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")] = "scgpt",
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
-    latent_first_prob: knob.LatentFirstProb = 0.4,
-    t_latent_for_expr: knob.TLatentForExpr = "clean",
-    latent_weight: knob.LatentWeight = 1.0,
-    latent_target: knob.LatentTarget = "clean",
-    latent_pca: knob.LatentPca = 32,
-    latent_source: knob.LatentSource = "prior",
-    latent_source_noise: knob.LatentSourceNoise = 1.0,
-    source: knob.Source = "prior",
-    source_noise: knob.SourceNoise = 0.1,
-    pert_cells: knob.PertCells = 6,
-    residual_weight: knob.ResidualWeight = 10.0,
-    target_flag: knob.TargetFlag = True,
-    shift_tokens: knob.ShiftTokens = True,
-    interaction_head: knob.InteractionHead = True,
-    coupling: knob.Coupling = "independent",
-    cfg_dropout: knob.CfgDropout = 0.0,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
-    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
+    preset: knob.Preset = _MODEL.preset,
+    steps: Annotated[int, typer.Option(help="Optimizer steps, exactly.")] = _TRAIN["steps"],
+    batch_size: Annotated[int, typer.Option(help="Target cells (and control cells) per step.")] = _TRAIN["batch_size"],
+    latent: knob.Latent = _MODEL.latent,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _TRAIN["lr"],
+    latent_first_prob: knob.LatentFirstProb = _TIMES.latent_first_prob,
+    t_latent_for_expr: knob.TLatentForExpr = _TIMES.t_latent_for_expr,
+    latent_weight: knob.LatentWeight = _OBJECTIVE.latent_weight,
+    latent_target: knob.LatentTarget = _MODEL.latent_target,
+    latent_pca: knob.LatentPca = _MODEL.latent_pca,
+    latent_source: knob.LatentSource = _MODEL.latent_source,
+    latent_source_noise: knob.LatentSourceNoise = _MODEL.latent_source_noise,
+    source: knob.Source = _MODEL.source,
+    source_noise: knob.SourceNoise = _MODEL.source_noise,
+    pert_cells: knob.PertCells = _TRAIN["pert_cells"],
+    residual_weight: knob.ResidualWeight = _OBJECTIVE.residual_weight,
+    target_flag: knob.TargetFlag = _MODEL.target_flag,
+    shift_tokens: knob.ShiftTokens = _MODEL.shift_tokens,
+    interaction_head: knob.InteractionHead = _MODEL.interaction_head,
+    coupling: knob.Coupling = _OBJECTIVE.coupling,
+    cfg_dropout: knob.CfgDropout = _OBJECTIVE.cfg_dropout,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = _TRAIN["checkpoint_every"],
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = _TRAIN["workers"],
     scgpt: Annotated[Path | None, typer.Option("--scgpt", help="Checkpoint for cells outside the cache.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
@@ -272,51 +281,31 @@ def train(
     """Train the cascaded flow model, streaming cached latents alongside expression."""
     from pipeline import train as stage
 
-    path = _call(
-        lambda: stage.run(
-            TrainConfig(
-                data=data,
-                cache=cache,
-                out=out,
-                scgpt=scgpt,
-                schema=SchemaOverrides(
-                    pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer
-                ),
-                split=split,
-                fold=fold,
-                split_seed=split_seed,
-                split_file=split_file,
-                preset=preset,
-                latent=latent,
-                steps=steps,
-                batch_size=batch_size,
-                lr=lr,
-                latent_first_prob=latent_first_prob,
-                t_latent_for_expr=t_latent_for_expr,  # type: ignore[arg-type]  # checked by the time sampler
-                latent_weight=latent_weight,
-                latent_target=latent_target,  # type: ignore[arg-type]  # checked by the model
-                latent_pca=latent_pca,
-                latent_source=latent_source,  # type: ignore[arg-type]  # checked by TrainConfig
-                latent_source_noise=latent_source_noise,
-                source=source,  # type: ignore[arg-type]  # checked by TrainConfig
-                source_noise=source_noise,
-                pert_cells=pert_cells,
-                residual_weight=residual_weight,
-                coupling=coupling,  # type: ignore[arg-type]
-                cfg_dropout=cfg_dropout,
-                target_flag=target_flag,
-                shift_tokens=shift_tokens,
-                interaction_head=interaction_head,
-                checkpoint_every=checkpoint_every,
-                workers=workers,
-                device=device,
-                resume=resume,
-                overwrite=overwrite,
-                seed=seed,
-            )
-        )
-    )
+    def config() -> TrainConfig:  # the configs check their own values
+        model = ModelKnobs(
+            preset=preset, latent=latent, latent_target=latent_target, latent_pca=latent_pca,  # type: ignore[arg-type]
+            latent_source=latent_source, latent_source_noise=latent_source_noise,  # type: ignore[arg-type]
+            source=source, source_noise=source_noise, target_flag=target_flag,  # type: ignore[arg-type]
+            shift_tokens=shift_tokens, interaction_head=interaction_head,
+        )  # fmt: skip
+        times = CascadeTimeConfig(latent_first_prob, t_latent_for_expr)  # type: ignore[arg-type]
+        objective = ObjectiveConfig(
+            times=times, latent_weight=latent_weight, residual_weight=residual_weight, coupling=coupling,  # type: ignore[arg-type]
+            cfg_dropout=cfg_dropout,
+        )  # fmt: skip
+        schema = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
+        return TrainConfig(
+            cache=store, out=out, data=data, scgpt=scgpt, schema=schema, split=split, fold=fold,
+            split_seed=split_seed, split_file=split_file, model=model, objective=objective, steps=steps,
+            batch_size=batch_size, pert_cells=pert_cells, lr=lr, checkpoint_every=checkpoint_every, workers=workers,
+            device=device, resume=resume, overwrite=overwrite, seed=seed,
+        )  # fmt: skip
+
+    path = _call(lambda: stage.run(config()))
     typer.echo(f"run written to {path} (checkpoints/, loss.csv, loss.png, split.json, run.json)")
+
+
+_SAMPLER = SamplerConfig()
 
 
 @app.command()
@@ -325,8 +314,8 @@ def generate(
     checkpoint: Annotated[str, typer.Option(help="'last' or a checkpoint file.")] = "last",
     perturbations: Annotated[str, typer.Option(help="test, all, or a file of conditions.")] = "test",
     cells: Annotated[str, typer.Option(help="'matched' or a number of cells per perturbation.")] = "matched",
-    steps: Annotated[int, typer.Option(help="ODE steps per stage.")] = 2,
-    method: Annotated[str, typer.Option(help="ODE solver: euler or rk4.")] = "euler",
+    steps: Annotated[int, typer.Option(help="ODE steps per stage.")] = _SAMPLER.steps,
+    method: Annotated[str, typer.Option(help="ODE solver: euler or rk4.")] = _SAMPLER.method,
     guidance_expr: Annotated[float, typer.Option(help="Guidance scale, expression stage (1 = none).")] = 1.0,
     guidance_latent: Annotated[float, typer.Option(help="Guidance scale, latent stage (1 = none).")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Cells integrated together.")] = 64,
@@ -345,10 +334,13 @@ def generate(
                 checkpoint=checkpoint,
                 perturbations=perturbations,
                 cells=cells,
-                steps=steps,
-                method=method,
-                guidance_expr=guidance_expr,
-                guidance_latent=guidance_latent,
+                sampler=SamplerConfig(
+                    method=method,  # type: ignore[arg-type]  # checked by SamplerConfig
+                    steps=steps,
+                    latent_steps=steps,
+                    guidance_expr=guidance_expr,
+                    guidance_latent=guidance_latent,
+                ),
                 batch_size=batch_size,
                 out=out,
                 device=device,

@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ccfm.config import SamplerConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.panel import panel_columns
 from ccfm.flow.generation import generate_cells, generate_from_latent
-from ccfm.flow.sampling import SamplerConfig
 from ccfm.latent.source import LatentSource
 from pipeline.run_folder import TrainedRun, load_real_data, load_run
 
@@ -242,6 +242,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {name} | {mean[f'latent {name}: pearson']:.3f} | {mean[f'latent {name}: relative error']:.3f} |"
         for name in LATENT_ROWS
     ]
+    if len(result.get("folds", [])) > 1:
+        per_fold = ", ".join(
+            f"{f['latent generated: pearson']:.3f} vs {f['latent training-mean latent: pearson']:.3f}"
+            for f in result["folds"]
+        )
+        lines += ["", f"- per fold, generated vs training-mean latent (Pearson): {per_fold}"]
     lines += [
         "",
         f"- measured latent shift / control spread {mean['latent: |measured shift| / |control spread|']:.3f} "

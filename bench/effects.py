@@ -30,11 +30,10 @@ import torch
 
 from bench.diagnose import _dense, _pearson
 from bench.quality_scores import double_types
-from ccfm.config import TrainConfig
+from ccfm.config import SamplerConfig, TrainConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.panel import panel_columns
 from ccfm.flow.generation import generate_cells
-from ccfm.flow.sampling import SamplerConfig
 from pipeline import train
 from pipeline.evaluate import training_effects
 from pipeline.run_folder import load_real_data, load_run
@@ -80,11 +79,11 @@ def train_arm(data: Path, store: Path, out: Path, arm: str, b: Budget, fold: int
     if overrides.get("pert_cells") == 10_000:
         overrides["pert_cells"] = b.batch  # one perturbation per batch (scDFM)
     cfg = TrainConfig(
-        data=data, cache=store, out=out, split="additive", fold=fold, split_seed=split_seed, preset=b.preset,
-        latent="none", steps=b.steps, batch_size=b.batch, lr=b.lr, warmup_steps=max(1, b.steps // 10),
-        checkpoint_every=b.steps, workers=0, device="cpu", overwrite=True, seed=b.seed, **overrides,
+        data=data, cache=store, out=out, split="additive", fold=fold, split_seed=split_seed, steps=b.steps,
+        batch_size=b.batch, lr=b.lr, warmup_steps=max(1, b.steps // 10), checkpoint_every=b.steps, workers=0,
+        device="cpu", overwrite=True, seed=b.seed,
     )  # fmt: skip
-    return train.run(cfg)
+    return train.run(cfg.replace(preset=b.preset, latent="none", **overrides))
 
 
 def score_runs(runs: dict[str, Path], b: Budget, types: dict[str, str]) -> pd.DataFrame:

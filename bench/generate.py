@@ -10,14 +10,14 @@ Run: .venv/bin/python -m bench.generate [--genes 1000] [--cells 32] [--preset ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 
 from bench.common import report
-from ccfm.config import MODEL_PRESETS, ModelConfig
+from ccfm.config import MODEL_PRESETS, ModelConfig, SamplerConfig
 from ccfm.flow.generation import generate_cells
-from ccfm.flow.sampling import SamplerConfig
 from ccfm.model.cascade import build_model
 
 D_SCGPT = 512
@@ -25,7 +25,9 @@ D_SCGPT = 512
 
 def _model(latent: str, genes: int, preset: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(n_genes=genes, latent_dim=D_SCGPT, latent=latent, **MODEL_PRESETS[preset]))
+    model = build_model(
+        ModelConfig(n_genes=genes, latent_dim=D_SCGPT, latent=latent, **dataclasses.asdict(MODEL_PRESETS[preset]))
+    )
     with torch.no_grad():
         for p in model.parameters():  # zero-initialized heads would make every velocity 0; cost is unchanged
             if p.abs().sum() == 0:

@@ -26,10 +26,11 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -52,6 +53,7 @@ from ccfm.config import (  # noqa: E402
     EvaluateConfig,
     ExtractConfig,
     GenerateConfig,
+    SamplerConfig,
     SimulateConfig,
     ToyScgptConfig,
     TrainConfig,
@@ -68,30 +70,23 @@ SELECT_BY = "pearson_delta"
 
 @dataclass(frozen=True)
 class Variant:
-    """One setting of the cascade's knobs (TrainConfig fields of the same names)."""
+    """One setting of the cascade's knobs: TrainConfig settings by name (TrainConfig.replace); the rest default."""
 
     name: str
-    latent_first_prob: float = 0.4
-    t_latent_for_expr: str = "clean"  # "late": expression samples see t_latent ~ U(0.75, 1)
-    latent_weight: float = 1.0
-    latent_target: str = "clean"  # the latent head predicts the clean latent (x-prediction), its residual over
-    # the latent prior ("residual"), or the velocity
-    latent_pca: int = 8  # PCA components per gene the latent flows as (0: all D features)
-    latent_source: str = "prior"  # z0: control + composed code shifts of the components, + noise; or N(0, I)
-    latent_source_noise: float = 1.0  # σ of the noise added to the latent prior source
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 SWEEP = (
-    Variant("noise-full", latent_pca=0, latent_source="noise"),  # the cascade before this study (xpred)
-    Variant("noise-pca8", latent_source="noise"),
-    Variant("prior-full", latent_pca=0),
-    Variant("prior-pca8"),
-    Variant("prior-pca8-late", t_latent_for_expr="late"),
-    Variant("prior-pca8-p0.2", latent_first_prob=0.2),
-    Variant("prior-pca32", latent_pca=32),
-    Variant("prior-pca32-s2", latent_pca=32, latent_source_noise=2.0),
-    Variant("prior-pca32-residual", latent_pca=32, latent_target="residual"),
-    Variant("prior-pca32-residual-s2", latent_pca=32, latent_target="residual", latent_source_noise=2.0),
+    Variant("noise-full", dict(latent_pca=0, latent_source="noise")),  # the cascade before this study (xpred)
+    Variant("noise-pca8", dict(latent_pca=8, latent_source="noise")),
+    Variant("prior-full", dict(latent_pca=0)),
+    Variant("prior-pca8", dict(latent_pca=8)),
+    Variant("prior-pca8-late", dict(latent_pca=8, t_latent_for_expr="late")),
+    Variant("prior-pca8-p0.2", dict(latent_pca=8, latent_first_prob=0.2)),
+    Variant("prior-pca32", dict(latent_pca=32)),
+    Variant("prior-pca32-s2", dict(latent_pca=32, latent_source_noise=2.0)),
+    Variant("prior-pca32-residual", dict(latent_pca=32, latent_target="residual")),
+    Variant("prior-pca32-residual-s2", dict(latent_pca=32, latent_target="residual", latent_source_noise=2.0)),
 )
 
 
@@ -122,7 +117,7 @@ class Settings:
     jobs: int  # runs trained side by side
     threads: int  # torch threads per job (0: cpu_count // jobs)
     variant: str  # with --no-sweep: the SWEEP variant the folds use
-    diagnose: bool  # run bench.diagnose on fold 0 (about 10 min on 2 CPU cores)
+    diagnose: bool  # run bench.diagnose on every fold (about 3 min a fold on 2 CPU cores)
 
 
 def _done(folder: Path) -> bool:
@@ -169,39 +164,28 @@ def train_and_generate(
     """One trained run with predictions for its held-out perturbations (skipped when already there)."""
     if (out / "predictions.h5ad").exists():
         return out
-    train.run(
-        TrainConfig(
-            data=data,
-            cache=store,
-            out=out,
-            split="combosciplex" if s.dataset == "combosciplex" else "additive",
-            fold=fold,
-            split_seed=split_seed,
-            preset=s.preset,
-            latent=latent,
-            steps=s.steps,
-            batch_size=s.batch,
-            lr=s.lr,
-            warmup_steps=max(1, s.steps // 10),
-            latent_first_prob=variant.latent_first_prob,
-            t_latent_for_expr=variant.t_latent_for_expr,  # type: ignore[arg-type]
-            latent_weight=variant.latent_weight,
-            latent_target=variant.latent_target,  # type: ignore[arg-type]
-            latent_pca=variant.latent_pca,
-            latent_source=variant.latent_source,  # type: ignore[arg-type]
-            latent_source_noise=variant.latent_source_noise,
-            checkpoint_every=s.steps,
-            workers=2 if torch.cuda.is_available() and s.device != "cpu" else 0,  # on CPU a loader competes for cores
-            device=s.device,
-            overwrite=True,
-            seed=s.seed,
-        )
+    cfg = TrainConfig(
+        data=data,
+        cache=store,
+        out=out,
+        split="combosciplex" if s.dataset == "combosciplex" else "additive",
+        fold=fold,
+        split_seed=split_seed,
+        steps=s.steps,
+        batch_size=s.batch,
+        lr=s.lr,
+        warmup_steps=max(1, s.steps // 10),
+        checkpoint_every=s.steps,
+        workers=2 if torch.cuda.is_available() and s.device != "cpu" else 0,  # on CPU a loader competes for cores
+        device=s.device,
+        overwrite=True,
+        seed=s.seed,
     )
+    train.run(cfg.replace(preset=s.preset, latent=latent, **variant.settings))
     generate.run(
         GenerateConfig(
             run=out,
-            steps=s.sampler_steps,
-            method=s.sampler,  # type: ignore[arg-type]
+            sampler=SamplerConfig(method=s.sampler, steps=s.sampler_steps, latent_steps=s.sampler_steps),  # type: ignore[arg-type]
             cells=s.cells,
             device=s.device,
             seed=s.seed,
@@ -264,14 +248,27 @@ def score_folds(s: Settings, ccfm: list[Job], none: list[Job], types: dict[str, 
     return pd.concat([per_perturbation(r, types, fold=j.fold) for j, r in zip(ccfm, reports, strict=True)])
 
 
-def latent_diagnostics(s: Settings, store: Path, ccfm: Job, none: Job) -> dict[str, Any]:
-    """bench.diagnose on the first fold (kept under --work, so a rerun does not redo it)."""
-    path = s.work / "diagnostics_fold0.json"
-    if not path.exists():
-        cells = int(s.cells) if s.cells.isdigit() else 32
-        result = diagnose(ccfm.folder, none.folder, store, cells, s.sampler_steps, s.seed)
-        path.write_text(json.dumps(result, indent=2))
-    return json.loads(path.read_text())
+def _diagnose_job(s: Settings, store: Path, ccfm: Job, none: Job) -> dict[str, Any]:
+    """bench.diagnose on one fold, kept under --work (a rerun reuses it while it describes the same run)."""
+    path = s.work / f"diagnostics_fold{ccfm.fold}.json"
+    if path.exists() and Path(json.loads(path.read_text())["run"]).resolve() == ccfm.folder.resolve():
+        return json.loads(path.read_text())
+    s = on_worker_device(s)
+    cells = int(s.cells) if s.cells.isdigit() else 32
+    result = diagnose(ccfm.folder, none.folder, store, cells, s.sampler_steps, s.seed)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def latent_diagnostics(s: Settings, store: Path, ccfm: list[Job], none: list[Job]) -> dict[str, Any]:
+    """bench.diagnose on every fold; the mean over folds, and each fold's."""
+    folds = in_parallel(s, _diagnose_job, [(store, c, n) for c, n in zip(ccfm, none, strict=True)])
+    mean = {k: float(np.mean([f["mean"][k] for f in folds])) for k in folds[0]["mean"]}
+    return {
+        "mean": mean,
+        "folds": [f["mean"] for f in folds],
+        "cells_per_perturbation": folds[0]["cells_per_perturbation"],
+    }
 
 
 def write_report(s: Settings, result: dict[str, Any], stats: pd.DataFrame, sweep: pd.DataFrame | None) -> None:
@@ -292,7 +289,7 @@ def write_report(s: Settings, result: dict[str, Any], stats: pd.DataFrame, sweep
         parts += [f"| {v} | " + " | ".join(f"{x:.3f}" for x in row) + " |" for v, row in table.iterrows()]
         plot_sweep(sweep, [v.name for v in SWEEP], s.report / "sweep.png", note)
     if result["diagnostics"]:
-        parts += ["", "**why: stage-by-stage diagnostics on fold 0** (`bench/diagnose.py`)", ""]
+        parts += ["", f"**why: stage-by-stage diagnostics, mean over {n_folds(s)} folds** (`bench/diagnose.py`)", ""]
         parts += [diagnostics_markdown(result["diagnostics"])]
     (s.report / "tables.md").write_text("\n".join(parts) + "\n")
     (s.report / "quality.json").write_text(json.dumps(result, indent=2, default=str))
@@ -314,7 +311,7 @@ def run(s: Settings) -> dict[str, Any]:
     ccfm = fold_jobs(s, "scgpt", variant)
     in_parallel(s, _train_job, [(data, store, j) for j in ccfm])
     long = score_folds(s, ccfm, none, types)
-    diagnostics = latent_diagnostics(s, store, ccfm[0], none[0]) if s.diagnose else {}
+    diagnostics = latent_diagnostics(s, store, ccfm, none) if s.diagnose else {}
     stats = across_folds(fold_means(long, ["fold"]))
     toy = f"toy scGPT pretrained {s.pretrain_minutes:g} min" if s.pretrain_minutes > 0 else "random-weight toy scGPT"
     stand_in = [w for w, real in (("SIMULATED data", s.data), (toy, s.scgpt)) if real is None]
@@ -360,7 +357,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--cells", default="32", help="generated cells per perturbation, or 'matched'")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; the folds use --variant")
-    p.add_argument("--variant", default="prior-pca8", help="with --no-sweep: the cascade settings (a sweep name)")
+    p.add_argument("--variant", default="prior-pca32", help="with --no-sweep: the cascade settings (a sweep name)")
     p.add_argument("--no-diagnose", dest="diagnose", action="store_false", help="skip the stage-by-stage diagnostics")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.common import report, simulated_norman
-from ccfm.config import ExtractConfig, TrainConfig
+from ccfm.config import ExtractConfig, ModelKnobs, TrainConfig
 from ccfm.data.batches import BatchStream
 from ccfm.scgpt.toy import build_toy_checkpoint
 from pipeline import extract
@@ -91,7 +91,7 @@ def bench_size(name: str, data: Path, work: Path, genes: int, batch: int, steps:
         data=data,
         cache=store,
         out=work / f"run_{name}",
-        preset="tiny",
+        model=ModelKnobs(preset="tiny"),
         steps=steps + 1,
         batch_size=batch,
         workers=2,

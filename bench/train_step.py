@@ -11,15 +11,15 @@ threads: achieved FLOP/s as a share of the matmul rate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from ccfm.config import MODEL_PRESETS, ModelConfig
-from ccfm.flow.objective import ObjectiveConfig, StepInputs, cascade_objective
-from ccfm.flow.time_sampling import CascadeTimeConfig
+from ccfm.config import MODEL_PRESETS, CascadeTimeConfig, ModelConfig, ObjectiveConfig
+from ccfm.flow.objective import StepInputs, cascade_objective
 from ccfm.model import build_model
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     latent = args.latent_dim or None
     cfg = ModelConfig(
         n_genes=args.genes, latent_dim=args.latent_dim or 512, latent="scgpt" if latent else "none",
-        source="control", shift_tokens=False, **MODEL_PRESETS[args.preset],
+        source="control", shift_tokens=False, **dataclasses.asdict(MODEL_PRESETS[args.preset]),
     )  # fmt: skip
     model = build_model(cfg)
     model.set_gene_graph((torch.rand(args.genes, args.genes) < 0.1) | torch.eye(args.genes, dtype=torch.bool))

@@ -18,6 +18,8 @@ from ccfm.config import (
     EvaluateConfig,
     ExtractConfig,
     GenerateConfig,
+    ModelKnobs,
+    SamplerConfig,
     SchemaOverrides,
     SimulateConfig,
     ToyScgptConfig,
@@ -46,8 +48,7 @@ def _train(data: Path, store: Path, out: Path, latent: str) -> Path:
             data=data,
             cache=store,
             out=out,
-            preset="tiny",
-            latent=latent,
+            model=ModelKnobs(preset="tiny", latent=latent),  # type: ignore[arg-type]
             steps=DEMO_STEPS,
             batch_size=32,
             lr=DEMO_LR,
@@ -103,7 +104,7 @@ def run(out: Path) -> Path:
     _banner(f"4/6 train CCFM and the no-latent ablation ({DEMO_STEPS} steps each, tiny preset)")
     ccfm_run = _train(data, store_path, out / "run_ccfm", "scgpt")
     none_run = _train(data, store_path, out / "run_no_latent", "none")
-    sampler = GenerateConfig(run=out)
+    sampler = SamplerConfig()
     _banner(f"5/6 generate the held-out perturbations ({sampler.method}, {sampler.steps} steps per stage)")
     _generate(ccfm_run)
     _generate(none_run)

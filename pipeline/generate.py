@@ -18,7 +18,6 @@ from ccfm.data.panel import panel_columns
 from ccfm.errors import CCFMError
 from ccfm.eval.predictions import predictions_anndata
 from ccfm.flow.generation import generate_cells
-from ccfm.flow.sampling import SamplerConfig
 from pipeline.outputs import PREDICTIONS, plan_output
 from pipeline.run_folder import RunInfo, TrainedRun, load_real_data, load_run, read_run
 from pipeline.runtime import provenance, resolve_device
@@ -66,13 +65,7 @@ def _sample_all(
     tokens = np.stack([run.vocab.ids(parse_condition(lab)) for lab in labels])  # (N, P)
     starts = rng.integers(control.shape[0], size=len(labels))  # a random real control cell for each prediction
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = SamplerConfig(
-        method=cfg.method,
-        steps=cfg.steps,
-        latent_steps=cfg.steps,
-        guidance_expr=cfg.guidance_expr,
-        guidance_latent=cfg.guidance_latent,
-    )
+    sampler = cfg.sampler
     out = np.zeros((len(labels), control.shape[1]), dtype=np.float32)  # (N, G)
     for start in tqdm(range(0, len(labels), cfg.batch_size), desc="generate", unit="batch"):
         rows = slice(start, start + cfg.batch_size)
@@ -104,8 +97,8 @@ def run(cfg: GenerateConfig) -> Path:
         "sampling %d cells for %d perturbations (%s, %d steps per stage) from %s step %d on %s",
         sum(r.n_cells for r in requests),
         len(requests),
-        cfg.method,
-        cfg.steps,
+        cfg.sampler.method,
+        cfg.sampler.steps,
         run.checkpoint.name,
         run.step,
         device,
@@ -116,10 +109,10 @@ def run(cfg: GenerateConfig) -> Path:
         "run": str(run.info.folder),
         "checkpoint": str(run.checkpoint),
         "step": run.step,
-        "steps": cfg.steps,
-        "solver": cfg.method,
+        "steps": cfg.sampler.steps,
+        "solver": cfg.sampler.method,
         "perturbations": cfg.perturbations,
-        "guidance": [cfg.guidance_latent, cfg.guidance_expr],
+        "guidance": [cfg.sampler.guidance_latent, cfg.sampler.guidance_expr],
         "stand_in": run.info.stand_in,
         "data": str(run.info.data),
         **provenance(device, cfg.seed),
@@ -136,8 +129,7 @@ def run(cfg: GenerateConfig) -> Path:
 def _check_guidance(cfg: GenerateConfig, info: RunInfo) -> None:
     """Guidance mixes the conditional velocity with the unconditional one, which only a run trained with
     perturbation-label dropout has learned."""
-    guided = [name for name, w in (("--guidance-expr", cfg.guidance_expr), ("--guidance-latent", cfg.guidance_latent))
-              if w != 1.0]  # fmt: skip
+    guided = cfg.sampler.guided
     if guided and not info.cfg_dropout > 0:
         raise CCFMError(
             f"{' and '.join(guided)} need a run trained with perturbation-label dropout (cfg_dropout > 0), and "

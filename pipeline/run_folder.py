@@ -37,14 +37,21 @@ class RunInfo:
     def schema(self) -> SchemaOverrides:
         return SchemaOverrides(**self.train_config.get("schema", {}))
 
+    def _setting(self, section: str, name: str, default: Any = None) -> Any:
+        """A TrainConfig setting: `section.name` (nested configs), or `name` in runs written before them."""
+        nested = self.train_config.get(section)
+        if isinstance(nested, dict) and name in nested:
+            return nested[name]
+        return self.train_config.get(name, default)
+
     @property
     def cfg_dropout(self) -> float:
         """Perturbation-label dropout at training (0: the run never learned the null label guidance needs)."""
-        return float(self.train_config.get("cfg_dropout", 0.0))
+        return float(self._setting("objective", "cfg_dropout", 0.0))
 
     @property
     def method(self) -> str:
-        latent = self.train_config.get("latent")
+        latent = self._setting("model", "latent")
         if latent == "scgpt":
             return "ccfm"
         return f"ccfm-{latent}" if latent else self.folder.name

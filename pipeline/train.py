@@ -26,8 +26,7 @@ from ccfm.atomic import write_bytes_atomic, write_json_atomic
 from ccfm.config import TrainConfig
 from ccfm.data.batches import BatchFailure, BatchStream
 from ccfm.errors import CCFMError
-from ccfm.flow.objective import ObjectiveConfig, StepInputs, cascade_objective
-from ccfm.flow.time_sampling import CascadeTimeConfig
+from ccfm.flow.objective import StepInputs, cascade_objective
 from ccfm.model.cascade import build_model
 from ccfm.model.ema import EMA
 from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
@@ -117,14 +116,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg))
         self.net = DistributedDataParallel(self.model) if self.ctx.world > 1 else self.model
-        self.objective = ObjectiveConfig(
-            times=CascadeTimeConfig(self.cfg.latent_first_prob, self.cfg.t_latent_for_expr, self.cfg.t_dist),
-            latent_weight=self.cfg.latent_weight,
-            mmd_weight=self.cfg.mmd_weight,
-            cfg_dropout=self.cfg.cfg_dropout,
-            residual_weight=self.cfg.residual_weight,
-            coupling=self.cfg.coupling,
-        )
+        self.objective = self.cfg.objective
 
     def state(self, step: int, run_info: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -264,7 +256,7 @@ def _train(cfg: TrainConfig, setup: RunSetup, run_info: dict[str, Any], ctx: Dis
     log.info(
         "training %s model (%s preset, %d parameters) on %d conditions for steps %d..%d on %s",
         setup.model.latent,
-        cfg.preset,
+        cfg.model.preset,
         sum(p.numel() for p in trainer.model.parameters()),
         len(setup.split.train),
         start,

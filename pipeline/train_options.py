@@ -41,3 +41,5 @@ Fold = Annotated[int, typer.Option(help="Fold 0-9: the i-th seeded draw of the h
 CfgDropout = Annotated[
     float, typer.Option(help="Share of samples trained without their perturbation label (> 0 enables guidance).")
 ]
+Preset = Annotated[str, typer.Option(help="Model preset: tiny or base.")]
+Latent = Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")]

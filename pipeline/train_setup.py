@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ccfm.config import MODEL_PRESETS, ModelConfig, SchemaOverrides, TrainConfig, to_json_dict
+from ccfm.config import ModelConfig, SchemaOverrides, TrainConfig, to_json_dict
 from ccfm.data.batches import TrainingCells
 from ccfm.data.loading import PerturbationData, load_dataset
 from ccfm.data.panel import panel_columns
@@ -85,27 +85,6 @@ def with_store_inputs(cfg: TrainConfig) -> TrainConfig:
     )  # fmt: skip
 
 
-def model_config(cfg: TrainConfig, vocab: PerturbationVocab, latent_dim: int) -> ModelConfig:
-    if cfg.preset not in MODEL_PRESETS:
-        raise CCFMError(f"unknown --preset {cfg.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
-    return ModelConfig(
-        n_genes=len(vocab.genes),
-        n_drugs=len(vocab.drugs),
-        latent_dim=latent_dim,
-        latent=cfg.latent,
-        latent_target=cfg.latent_target,
-        latent_pca=cfg.latent_pca if cfg.latent == "scgpt" and cfg.latent_pca < latent_dim else 0,  # ≥ D: all of D
-        latent_source=cfg.latent_source,
-        latent_source_noise=cfg.latent_source_noise,
-        source=cfg.source,
-        source_noise=cfg.source_noise,
-        target_flag=cfg.target_flag,
-        shift_tokens=cfg.shift_tokens,
-        interaction_head=cfg.interaction_head,
-        **MODEL_PRESETS[cfg.preset],
-    )
-
-
 def prepare(cfg: TrainConfig) -> RunSetup:
     # Store checks happen here, in the main process: a refusal inside a loader worker would reach the user
     # as a traceback. Opening refuses an incomplete or damaged store and one made with another --scgpt.
@@ -132,7 +111,7 @@ def prepare(cfg: TrainConfig) -> RunSetup:
         columns=columns,
         split=split,
         vocab=vocab,
-        model=model_config(cfg, vocab, store.d_model),
+        model=cfg.model.build(len(vocab.genes), len(vocab.drugs), store.d_model),
         cells=cells,
     )
 

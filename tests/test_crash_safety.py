@@ -182,7 +182,6 @@ def _train_cfg(root: Path, ws: Path, out: Path, **kw: object) -> TrainConfig:
         data=ws / "data.h5ad",
         cache=root / "store.zarr",
         out=out,
-        preset="tiny",
         steps=STEPS,
         batch_size=8,
         checkpoint_every=CHECKPOINT_EVERY,
@@ -191,7 +190,7 @@ def _train_cfg(root: Path, ws: Path, out: Path, **kw: object) -> TrainConfig:
         lr=1e-3,
         split_seed=1,
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig(**base).replace(preset="tiny", **kw)
 
 
 def _train_cmd(root: Path, ws: Path, out: Path, *extra: str) -> list[str]:

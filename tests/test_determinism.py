@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ccfm.config import ExtractConfig, GenerateConfig, TrainConfig
+from ccfm.config import ExtractConfig, GenerateConfig, ModelKnobs, SamplerConfig, TrainConfig
 from ccfm.latent.store import LatentStore
 from pipeline import extract, generate, train
 from pipeline.checkpoints import last_checkpoint, load_checkpoint
@@ -96,7 +96,7 @@ def _train(ws: Path, store: Path, out: Path) -> Path:
             data=ws / "data.h5ad",
             cache=store,
             out=out,
-            preset="tiny",
+            model=ModelKnobs(preset="tiny"),
             steps=6,
             batch_size=8,
             checkpoint_every=3,
@@ -144,7 +144,7 @@ def test_run_records_provenance(runs: tuple[Path, Path]) -> None:
 
 
 def _generate(run: Path, out: Path) -> ad.AnnData:
-    cfg = GenerateConfig(run=run, cells="3", steps=2, device="cpu", seed=GENERATE_SEED, out=out)
+    cfg = GenerateConfig(run=run, cells="3", sampler=SamplerConfig(steps=2), device="cpu", seed=GENERATE_SEED, out=out)
     return ad.read_h5ad(generate.run(cfg))
 
 

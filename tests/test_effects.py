@@ -13,13 +13,12 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from ccfm.config import LEGACY_MODEL_FIELDS, MODEL_PRESETS, ModelConfig, TrainConfig
+from ccfm.config import LEGACY_MODEL_FIELDS, MODEL_PRESETS, ModelConfig, SamplerConfig, TrainConfig
 from ccfm.data.batches import BatchStream, TrainingCells
 from ccfm.errors import CCFMError
 from ccfm.flow.coupling import ot_pairing
 from ccfm.flow.generation import generate_cells
 from ccfm.flow.losses import cascade_loss, mmd2_unbiased
-from ccfm.flow.sampling import SamplerConfig
 from ccfm.model import build_model
 from ccfm.model.cascade import target_mask
 from ccfm.model.source import FlowSource, fit_interaction
@@ -119,7 +118,9 @@ def test_a_fresh_model_samples_the_prior_exactly() -> None:
     """Zero-initialized heads predict zero velocity: with the prior source a fresh model returns
     clamp(control + Δa + Δb + σ·noise), the additive baseline plus the source noise."""
     torch.manual_seed(0)
-    cfg = ModelConfig(n_genes=T, latent="none", source="prior", source_noise=0.2, **MODEL_PRESETS["tiny"])
+    cfg = ModelConfig(
+        n_genes=T, latent="none", source="prior", source_noise=0.2, **dataclasses.asdict(MODEL_PRESETS["tiny"])
+    )
     model = build_model(cfg).eval()
     table = torch.cat([torch.randn(T, G), torch.zeros(T, T - G)], dim=1)  # 2 genes outside the panel
     model.set_prior_shifts(table)
@@ -211,7 +212,7 @@ def test_train_config_checks_the_new_knobs() -> None:
         ("residual_weight", float("nan"), "--residual-weight must be a number ≥ 0"),
     ):
         with pytest.raises(CCFMError, match=re.escape(match)):
-            TrainConfig(**base, **{field: value})
+            TrainConfig(**base).replace(**{field: value})
 
 
 def test_ot_pairing_undoes_a_shuffle_within_each_perturbation() -> None:

@@ -11,11 +11,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from ccfm.config import CascadeTimeConfig, SamplerConfig
 from ccfm.errors import CCFMError
 from ccfm.flow import (
     NULL_PERTURBATION,
-    CascadeTimeConfig,
-    SamplerConfig,
     cascade_loss,
     cascaded_time_sample,
     expression_only_time_sample,
@@ -134,7 +133,7 @@ def test_expression_only_times() -> None:
 
 
 def test_time_config_refuses_bad_values() -> None:
-    with pytest.raises(CCFMError, match="latent_first_prob"):
+    with pytest.raises(CCFMError, match="latent.first.prob"):
         CascadeTimeConfig(latent_first_prob=1.5)
     with pytest.raises(CCFMError, match="clean"):
         CascadeTimeConfig(t_latent_for_expr="early")  # type: ignore[arg-type]
@@ -291,7 +290,7 @@ def test_rk4_integrates_a_time_dependent_field() -> None:
         return (0.3 - 1.2 * tt + 0.9 * tt**2).expand_as(x).clone(), None
 
     x0 = torch.randn(B, G, generator=_gen(0), dtype=torch.float64)
-    out = sample_cascade(field, x0, None, SamplerConfig(steps=5, clamp_min=None))
+    out = sample_cascade(field, x0, None, SamplerConfig(method="rk4", steps=5, clamp_min=None))
     torch.testing.assert_close(out.expression, x0 + 0.3 - 0.6 + 0.3, atol=1e-6, rtol=0)
 
 

@@ -11,7 +11,7 @@ from ccfm.errors import CCFMError
 from ccfm.model import coexpression_graph
 from ccfm.model.graph import GeneEncoder
 
-N_GENES, H, HEADS = 60, MODEL_PRESETS["tiny"]["d_model"], MODEL_PRESETS["tiny"]["heads"]
+N_GENES, H, HEADS = 60, MODEL_PRESETS["tiny"].d_model, MODEL_PRESETS["tiny"].heads
 
 
 @pytest.fixture(autouse=True)

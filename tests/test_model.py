@@ -31,8 +31,8 @@ from ccfm.model.embeddings import (
 from ccfm.model.graph import GeneEncoder
 from ccfm.model.heads import ExpressionHead, LatentHead
 
-N_GENES, D, B, H = 60, 16, 3, MODEL_PRESETS["tiny"]["d_model"]
-HEADS = MODEL_PRESETS["tiny"]["heads"]
+N_GENES, D, B, H = 60, 16, 3, MODEL_PRESETS["tiny"].d_model
+HEADS = MODEL_PRESETS["tiny"].heads
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def _seed() -> None:
 
 
 def tiny_cfg(**overrides: object) -> ModelConfig:
-    return ModelConfig(n_genes=N_GENES, latent_dim=D, **{**MODEL_PRESETS["tiny"], **overrides})
+    return ModelConfig(n_genes=N_GENES, latent_dim=D, **{**dataclasses.asdict(MODEL_PRESETS["tiny"]), **overrides})
 
 
 def make_inputs(cfg: ModelConfig, genes: torch.Tensor | None = None, batch: int = B, seed: int = 1) -> FlowInputs:

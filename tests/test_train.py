@@ -45,7 +45,6 @@ def _cfg(root: Path, out: Path, **kw) -> TrainConfig:
         data=root / "data.h5ad",
         cache=root / "train_store.zarr",
         out=out,
-        preset="tiny",
         steps=12,
         batch_size=8,
         checkpoint_every=4,
@@ -55,7 +54,7 @@ def _cfg(root: Path, out: Path, **kw) -> TrainConfig:
         warmup_steps=2,
         split_seed=1,
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig(**base).replace(preset="tiny", **kw)
 
 
 def _losses(run: Path) -> dict[str, np.ndarray]:

@@ -10,14 +10,12 @@ from ccfm.flow.path import PathSample, gaussian_noise, linear_path
 from ccfm.flow.sampling import (
     NULL_PERTURBATION,
     CascadeSample,
-    SamplerConfig,
     VelocityFn,
     guided,
     label_dropout,
     sample_cascade,
 )
 from ccfm.flow.time_sampling import (
-    CascadeTimeConfig,
     CascadeTimes,
     cascaded_time_sample,
     expression_only_time_sample,
@@ -27,11 +25,9 @@ __all__ = [
     "MMD_SCALES",
     "NULL_PERTURBATION",
     "CascadeSample",
-    "CascadeTimeConfig",
     "CascadeTimes",
     "LossTerms",
     "PathSample",
-    "SamplerConfig",
     "VelocityFn",
     "cascade_loss",
     "cascaded_time_sample",

@@ -8,23 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ccfm.config import ObjectiveConfig
 from ccfm.flow.coupling import ot_pairing
 from ccfm.flow.losses import LossTerms, cascade_loss
 from ccfm.flow.path import gaussian_noise, linear_path
 from ccfm.flow.sampling import label_dropout
-from ccfm.flow.time_sampling import CascadeTimeConfig, cascaded_time_sample, expression_only_time_sample
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """How a batch is turned into a loss."""
-
-    times: CascadeTimeConfig  # latent-first probability, t_latent of expression samples, t distribution
-    latent_weight: float = 1.0  # weight of the latent MSE
-    mmd_weight: float = 0.5  # γ, weight of the MMD² term
-    cfg_dropout: float = 0.0  # probability of replacing a sample's perturbation with the null label
-    residual_weight: float = 0.0  # penalty on each perturbation's mean predicted velocity (prior source only)
-    coupling: str = "independent"  # source-target pairing: as drawn, or minibatch OT per perturbation (coupling.py)
+from ccfm.flow.time_sampling import cascaded_time_sample, expression_only_time_sample
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from ccfm.config import SamplerConfig
 from ccfm.errors import CCFMError
 
 # velocity_fn(x_t (B, G), t_expr (B,), z_t (B, G, D) | None, t_latent (B,) | None, need)
@@ -23,28 +24,8 @@ from ccfm.errors import CCFMError
 # `need` ("expr" or "latent") names the stream the caller will use: a model may skip the other head.
 VelocityFn = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, str], tuple[Tensor | None, Tensor | None]]
 
-ODE_METHODS = ("rk4", "euler")
+DEFAULT_SAMPLER = SamplerConfig()
 NULL_PERTURBATION = -1  # the perturbation id of a dropped (unconditional) label
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """How cells are generated."""
-
-    method: Literal["rk4", "euler"] = "rk4"  # torchdiffeq fixed-grid solver
-    steps: int = 20  # expression steps on t in [0, 1] (stage 2)
-    latent_steps: int = 20  # latent steps on t in [0, 1] (stage 1)
-    clamp_min: float | None = 0.0  # generated expression is clamped at >= this; None: no clamp
-    guidance_expr: float = 1.0  # classifier-free guidance scale in stage 2 (1.0: none)
-    guidance_latent: float = 1.0  # classifier-free guidance scale in stage 1 (1.0: none)
-
-    def __post_init__(self) -> None:
-        if self.method not in ODE_METHODS:
-            raise CCFMError(f"ODE method must be one of {ODE_METHODS}, got {self.method!r}")
-        for name in ("steps", "latent_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise CCFMError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -139,7 +120,7 @@ def sample_expression(
     velocity_fn: VelocityFn,
     x0: Tensor,
     latent: Tensor | None,
-    cfg: SamplerConfig = SamplerConfig(),
+    cfg: SamplerConfig = DEFAULT_SAMPLER,
     velocity_fn_uncond: VelocityFn | None = None,
 ) -> Tensor:
     """Stage 2: expression (B, G) integrated from x0 (B, G) with a clean latent (B, G, D) held at t_latent = 1.
@@ -165,7 +146,7 @@ def sample_cascade(
     velocity_fn: VelocityFn,
     x0: Tensor,
     z0: Tensor | None,
-    cfg: SamplerConfig = SamplerConfig(),
+    cfg: SamplerConfig = DEFAULT_SAMPLER,
     velocity_fn_uncond: VelocityFn | None = None,
 ) -> CascadeSample:
     """Generate expression (B, G) from noise x0 (B, G) and, for a cascaded model, latent noise z0 (B, G, D).

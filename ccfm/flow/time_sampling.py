@@ -9,34 +9,13 @@ Shapes: B cells.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ccfm.errors import CCFMError
+from ccfm.config import CascadeTimeConfig
 
 LATE_LATENT_MIN = 0.75  # "late": expression samples see t_latent ~ U(0.75, 1) (better in Latent Forcing)
-T_LATENT_FOR_EXPR = ("clean", "late")
-T_DISTS = ("uniform", "logit_normal")
-
-
-@dataclass(frozen=True)
-class CascadeTimeConfig:
-    """How training times are drawn."""
-
-    latent_first_prob: float = 0.4  # p: fraction of samples that train the latent stream
-    t_latent_for_expr: Literal["clean", "late"] = "clean"  # expression samples' t_latent: 1 or U(0.75, 1)
-    t_dist: Literal["uniform", "logit_normal"] = "uniform"  # U(0, 1) or sigmoid(N(0, 1)) for trained times
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.latent_first_prob <= 1.0:
-            raise CCFMError(f"latent_first_prob must be in [0, 1], got {self.latent_first_prob}")
-        if self.t_latent_for_expr not in T_LATENT_FOR_EXPR:
-            got = self.t_latent_for_expr
-            raise CCFMError(f"t_latent_for_expr must be one of {T_LATENT_FOR_EXPR}, got {got!r}")
-        if self.t_dist not in T_DISTS:
-            raise CCFMError(f"t_dist must be one of {T_DISTS}, got {self.t_dist!r}")
 
 
 @dataclass
