@@ -209,6 +209,7 @@ class ModelConfig:
     latent_source_noise: float = 1.0  # std of the Gaussian added to the latent prior source
 
     def __post_init__(self) -> None:
+        _one_of(self.latent, "--latent", ("scgpt", "none"))
         _one_of(self.source, "--source", SOURCES)
         _real_in(self.source_noise, "--source-noise", 0, 10)
         _real_in(self.time_scale, "time_scale", 0, open_low=True)

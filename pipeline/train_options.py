@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from ccfm.config import MODEL_PRESETS
+
 LatentFirstProb = Annotated[float, typer.Option(help="Share of samples that train the latent stream.")]
 TLatentForExpr = Annotated[str, typer.Option(help="t_latent of expression samples: clean (1) or late (U(0.75, 1)).")]
 LatentWeight = Annotated[float, typer.Option(help="Weight of the latent loss.")]
@@ -41,5 +43,5 @@ Fold = Annotated[int, typer.Option(help="Fold 0-9: the i-th seeded draw of the h
 CfgDropout = Annotated[
     float, typer.Option(help="Share of samples trained without their perturbation label (> 0 enables guidance).")
 ]
-Preset = Annotated[str, typer.Option(help="Model preset: tiny or base.")]
+Preset = Annotated[str, typer.Option(help=f"Model preset: {' or '.join(MODEL_PRESETS)}.")]
 Latent = Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")]

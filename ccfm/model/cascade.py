@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ccfm.config import LATENT_TARGETS, ModelConfig
+from ccfm.config import ModelConfig
 from ccfm.errors import CCFMError
 from ccfm.model.blocks import BackboneLayer
 from ccfm.model.embeddings import (
@@ -121,10 +121,6 @@ class CascadedFlowModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if cfg.latent not in ("scgpt", "none"):
-            raise CCFMError(f"ModelConfig.latent must be 'scgpt' or 'none'; got {cfg.latent!r}.")
-        if cfg.latent_target not in LATENT_TARGETS:
-            raise CCFMError(f"ModelConfig.latent_target must be one of {LATENT_TARGETS}; got {cfg.latent_target!r}.")
         if cfg.n_genes < 1 or cfg.n_drugs < 0:
             raise CCFMError(f"ModelConfig needs n_genes ≥ 1 and n_drugs ≥ 0; got {cfg.n_genes}, {cfg.n_drugs}.")
         self.cfg = cfg
