@@ -23,6 +23,7 @@ from ccfm.config import (
     ObjectiveConfig,
     SamplerConfig,
     SchemaOverrides,
+    ScreenConfig,
     SimulateConfig,
     ToyScgptConfig,
     TrainConfig,
@@ -388,6 +389,48 @@ def evaluate(
         )
     )
     typer.echo(f"evaluation written to {path} (report.md, summary.csv, metrics.csv, metrics.png, pca.png)")
+
+
+_SCREEN = ScreenConfig(run=Path("."))
+
+
+@app.command()
+def screen(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `ccfm train`.")],
+    pairs: Annotated[str, typer.Option(help="all (every unmeasured pair of training components) or a file.")] = "all",
+    cells: Annotated[int, typer.Option(help="Predicted cells per pair.")] = _SCREEN.cells,
+    batch_pairs: Annotated[int, typer.Option(help="Pairs predicted together (one resumable chunk).")] = 32,
+    steps: Annotated[int, typer.Option(help="ODE steps per stage.")] = _SAMPLER.steps,
+    method: Annotated[str, typer.Option(help="ODE solver: euler or rk4.")] = _SAMPLER.method,
+    checkpoint: Annotated[str, typer.Option(help="'last' or a checkpoint file.")] = "last",
+    out: Annotated[Path | None, typer.Option("--out", help="Screen folder (default RUN/screen).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of control draws and noise.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Predict every unmeasured pair and rank the pairs by genetic interaction (Norman et al. 2019's measures).
+
+    A killed screen continues when the same command is run again."""
+    from pipeline import screen as stage
+
+    sampler = SamplerConfig(method=method, steps=steps, latent_steps=steps)  # type: ignore[arg-type]
+    path = _call(
+        lambda: stage.run(
+            ScreenConfig(
+                run=run,
+                pairs=pairs,
+                cells=cells,
+                sampler=sampler,
+                checkpoint=checkpoint,
+                batch_pairs=batch_pairs,
+                out=out,
+                device=device,
+                seed=seed,
+                overwrite=overwrite,
+            )  # fmt: skip
+        )
+    )
+    typer.echo(f"screen written to {path} (pairs.csv ranked, screen.png, screen.json)")
 
 
 if __name__ == "__main__":

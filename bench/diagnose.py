@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from ccfm.config import SamplerConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.panel import panel_columns
 from ccfm.flow.generation import generate_cells, generate_from_latent
 from ccfm.latent.source import LatentSource
+from pipeline.progress import progress
 from pipeline.run_folder import TrainedRun, load_real_data, load_run
 
 ARMS = ("ccfm", "ccfm + measured latent", "ccfm + control latent", "no-latent")
@@ -176,7 +176,7 @@ def diagnose(ccfm_run: Path, none_run: Path, store: Path, cells: int, steps: int
     references = training_latents(source, data, list(ccfm.info.split.train), columns, control_rows[other], seed)
     sampler = SamplerConfig(method="euler", steps=steps, latent_steps=steps)
     rows = []
-    for label in tqdm(ccfm.info.split.test, desc="diagnose", unit="perturbation"):
+    for label in progress(ccfm.info.split.test, desc="diagnose", unit="perturbation"):
         cell_rows = data.cell_indices(label)
         real_rows = cell_rows[rng.choice(cell_rows.size, size=min(cells, cell_rows.size), replace=False)]
         real = _dense(data.expression[real_rows][:, columns])  # (n, G)

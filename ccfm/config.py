@@ -437,6 +437,28 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
+class ScreenConfig:
+    """`ccfm screen`: predict every unmeasured pair of a run's training components and rank them by interaction."""
+
+    run: Path  # run folder written by `ccfm train`
+    pairs: str = "all"  # "all": every pair of components with a training single that the data never measured;
+    # or a file of pairs, one `A+B` a line
+    cells: int = 16  # predicted cells per pair (their pseudobulk is scored)
+    sampler: SamplerConfig = SamplerConfig()  # ODE solver and steps per stage
+    checkpoint: str = "last"  # "last" or a checkpoint file
+    batch_pairs: int = 32  # pairs predicted together (one resumable chunk)
+    out: Path | None = None  # screen folder (default RUN/screen)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # seeds control-cell draws and noise (chunk k uses seed + k: a resumed screen is the same)
+    overwrite: bool = False  # replace a finished screen
+
+    def __post_init__(self) -> None:
+        _int_in(self.cells, "--cells", 2, 100_000)
+        _int_in(self.batch_pairs, "--batch-pairs", 1, 100_000)
+        _int_in(self.seed, "--seed", 0, MAX_SEED)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """`ccfm evaluate`: cell-eval scores of a run's predictions, other runs' predictions and built-in baselines."""
 

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
 from ccfm.config import ExtractConfig, to_json_dict
 from ccfm.data.loading import PerturbationData, load_dataset
@@ -35,6 +34,7 @@ from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
 from ccfm.scgpt.extractor import FeatureExtractor
 from pipeline.lock import WriterLock
 from pipeline.outputs import STORE, plan_output
+from pipeline.progress import progress
 from pipeline.runtime import (
     DistContext,
     close_distributed,
@@ -88,7 +88,7 @@ def _freeze_stats(plan: ExtractionPlan, extractor: FeatureExtractor, cfg: Extrac
     rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=min(cfg.norm_cells, n), replace=False))
     moments = RunningMoments.empty(extractor.d_model)
     step = cfg.shard_cells
-    for start in tqdm(range(0, rows.size, step), desc="normalization sample", unit="block", leave=False):
+    for start in progress(range(0, rows.size, step), desc="normalization sample", unit="block", leave=False):
         block = rows[start : start + step]
         raw = extractor.extract_sorted(
             plan.expression[block].toarray(), plan.layout.obs_names[block].tolist(), cfg.batch_size
@@ -154,7 +154,7 @@ def _extract_shards(
     mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
     total = sum(stop - start for start, stop in map(store.shard_range, mine))
     log.info("rank %d: %d shards to extract (%d already complete)", ctx.rank, len(mine), len(done))
-    with tqdm(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
+    with progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
         for shard in mine:
             start, stop = store.shard_range(shard)
             out = normalized_features(

@@ -22,6 +22,7 @@ from ccfm.scgpt.toy import released_args
 from pipeline.download import Downloader, parse_checksums, resolve_sources
 from pipeline.lock import WriterLock
 from pipeline.outputs import CHECKPOINT, OutputPlan, plan_output
+from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def staging_folder(out: Path) -> Path:
 
 
 def _progress_bar(name: str, total: int | None, initial: int) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024)
+    return progress(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024)
 
 
 def _verify_checksums(staging: Path, checksums: dict[str, str]) -> dict[str, str]:

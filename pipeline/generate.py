@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ccfm.atomic import write_h5ad_atomic
-from ccfm.config import GenerateConfig
+from ccfm.config import GenerateConfig, SamplerConfig
 from ccfm.data.conditions import parse_condition
 from ccfm.data.loading import PerturbationData
 from ccfm.data.panel import panel_columns
@@ -19,6 +18,7 @@ from ccfm.errors import CCFMError
 from ccfm.eval.predictions import predictions_anndata
 from ccfm.flow.generation import generate_cells
 from pipeline.outputs import PREDICTIONS, plan_output
+from pipeline.progress import progress
 from pipeline.run_folder import RunInfo, TrainedRun, load_real_data, load_run, read_run
 from pipeline.runtime import provenance, resolve_device
 
@@ -56,19 +56,28 @@ def plan_requests(cfg: GenerateConfig, run: TrainedRun, data: PerturbationData) 
     return [Request(lab, int(cfg.cells)) for lab in labels]
 
 
-def _sample_all(
-    run: TrainedRun, requests: list[Request], control: np.ndarray, cfg: GenerateConfig, device: torch.device
-) -> tuple[np.ndarray, list[str]]:
-    """Predicted expression (N, G) and labels, integrating cfg.batch_size cells at a time."""
-    rng = np.random.default_rng(cfg.seed)
-    labels = [r.label for r in requests for _ in range(r.n_cells)]
+def sample_cells(
+    run: TrainedRun,
+    labels: list[str],
+    control: np.ndarray,
+    sampler: SamplerConfig,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    show_progress: bool = True,
+    starts: np.ndarray | None = None,
+) -> np.ndarray:
+    """Predicted expression (N, G), one cell per label, each from a row of `control` (Nc, G) — `starts` (N,), or
+    a random one —, integrating `batch_size` cells at a time; the same seed gives the same cells."""
+    rng = np.random.default_rng(seed)
     tokens = np.stack([run.vocab.ids(parse_condition(lab)) for lab in labels])  # (N, P)
-    starts = rng.integers(control.shape[0], size=len(labels))  # a random real control cell for each prediction
-    generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = cfg.sampler
+    if starts is None:  # a random real control cell for each prediction
+        starts = rng.integers(control.shape[0], size=len(labels))
+    generator = torch.Generator().manual_seed(seed)
     out = np.zeros((len(labels), control.shape[1]), dtype=np.float32)  # (N, G)
-    for start in tqdm(range(0, len(labels), cfg.batch_size), desc="generate", unit="batch"):
-        rows = slice(start, start + cfg.batch_size)
+    batches = range(0, len(labels), batch_size)
+    for start in progress(batches, desc="generate", unit="batch", disable=not show_progress):
+        rows = slice(start, start + batch_size)
         sample = generate_cells(
             run.model,
             torch.from_numpy(control[starts[rows]]).to(device),
@@ -77,7 +86,7 @@ def _sample_all(
             sampler,
         )
         out[rows] = sample.expression.float().cpu().numpy()
-    return out, labels
+    return out
 
 
 def run(cfg: GenerateConfig) -> Path:
@@ -103,7 +112,8 @@ def run(cfg: GenerateConfig) -> Path:
         run.step,
         device,
     )
-    expression, labels = _sample_all(run, requests, control, cfg, device)
+    labels = [r.label for r in requests for _ in range(r.n_cells)]
+    expression = sample_cells(run, labels, control, cfg.sampler, cfg.batch_size, cfg.seed, device)
     record = {
         "method": run.info.method,
         "run": str(run.info.folder),

@@ -89,13 +89,22 @@ def _is_report(path: Path) -> str | None:
     return _foreign(path, lambda p: p.name in REPORT_FILES or p.is_dir())  # one sub-folder per scored method
 
 
+SCREEN_FILES = {"screen.json", "pairs.csv", "screen.png", "chunks"}
+
+
+def _is_screen(path: Path) -> str | None:
+    if "screen" not in _json_object(path / "screen.json"):
+        return "it has no screen.json of `ccfm screen`"
+    return _foreign(path, lambda p: p.name in SCREEN_FILES)
+
+
 RUN_FILES = {"run.json", "split.json", "loss.csv", "loss.png", "checkpoints"}
 
 
 def _is_run(path: Path) -> str | None:
     if "train_config" not in _json_object(path / "run.json"):
         return "it has no run.json of `ccfm train`"
-    downstream = (PREDICTIONS.recognise, REPORT.recognise)  # what generate and evaluate write into a run
+    downstream = (PREDICTIONS.recognise, REPORT.recognise, SCREEN.recognise)  # what later stages write into a run
     return _foreign(path, lambda p: p.name in RUN_FILES or any(r(p) is None for r in downstream))
 
 
@@ -122,6 +131,7 @@ STORE = Artifact("latent store", "ccfm extract", True, _is_store)
 RUN = Artifact("run folder", "ccfm train", True, _is_run)
 PREDICTIONS = Artifact("predictions file", "ccfm generate", False, _is_predictions)
 REPORT = Artifact("report folder", "ccfm evaluate", True, _is_report)
+SCREEN = Artifact("screen folder", "ccfm screen", True, _is_screen)
 
 
 def _holds(outer: Path, inner: Path) -> bool:

@@ -17,7 +17,6 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ccfm.config import ToyScgptConfig
 from ccfm.data.loading import load_dataset
@@ -27,6 +26,7 @@ from ccfm.scgpt.checkpoint import map_panel_to_vocab
 from ccfm.scgpt.pretrain import TokenSpec, pretrain
 from ccfm.scgpt.toy import SPECIAL_TOKENS, Pretrainer, build_toy_checkpoint, released_args
 from pipeline.outputs import CHECKPOINT, plan_output
+from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def masked_expression_pretrainer(cfg: ToyScgptConfig) -> Pretrainer:
             n_bins=int(released["n_bins"]),
         )
         seconds = 60.0 * cfg.minutes
-        with tqdm(total=round(seconds), desc="pretrain toy scGPT", unit="s") as bar:
+        with progress(total=round(seconds), desc="pretrain toy scGPT", unit="s") as bar:
             result = pretrain(
                 model, expression[order[n_held:]], expression[order[:n_held]], spec, seconds, cfg.seed,
                 progress=lambda elapsed: bar.update(min(round(elapsed), bar.total) - bar.n),

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from ccfm.atomic import write_bytes_atomic, write_json_atomic
 from ccfm.config import TrainConfig
@@ -32,6 +31,7 @@ from ccfm.model.ema import EMA
 from pipeline.checkpoints import last_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.loss_log import LossLog
 from pipeline.outputs import RUN, plan_output
+from pipeline.progress import progress
 from pipeline.runtime import (
     DistContext,
     close_distributed,
@@ -200,7 +200,7 @@ def _ignore_ctrl_c(_worker: int) -> None:
 
 def _loop(trainer: Trainer, start: int, run_info: dict[str, Any], losses: LossLog | None) -> None:
     cfg, ctx = trainer.cfg, trainer.ctx
-    with tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not ctx.is_main) as bar:
+    with progress(total=cfg.steps, initial=start, desc="train", unit="step", disable=not ctx.is_main) as bar:
         waited = time.perf_counter()
         for batch in trainer.loader(start):
             if isinstance(batch, BatchFailure):

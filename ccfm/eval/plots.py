@@ -122,3 +122,47 @@ def plot_pca(
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return out
+
+
+def plot_screen(
+    table: pd.DataFrame,
+    top: Sequence[str],
+    predicted: np.ndarray,
+    additive: np.ndarray,
+    out: Path,
+    stand_in_note: str = "",
+) -> Path:
+    """Left: the interaction map, each screened pair's non-additivity between its two components (blank where a
+    pair was measured or not screened). Right: the top pairs' predicted shift against their additive shift, one
+    point per gene (predicted, additive: (k, G) changes against the control mean)."""
+    components = sorted(set(table["a"]) | set(table["b"]))
+    index = {c: i for i, c in enumerate(components)}
+    grid = np.full((len(components), len(components)), np.nan)
+    for a, b, v in zip(table["a"], table["b"], table["non_additivity"], strict=True):
+        grid[index[a], index[b]] = grid[index[b], index[a]] = v
+    n_top = len(top)
+    fig = Figure(figsize=(13, 6.2))
+    spec = fig.add_gridspec(2, 4, width_ratios=[2.2, 1, 1, 1])
+    ax = fig.add_subplot(spec[:, 0])
+    image = ax.imshow(grid, cmap="magma", interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="non-additivity ‖δab − (δa + δb)‖ / ‖δa + δb‖")
+    ticks = np.arange(len(components)) if len(components) <= 40 else np.arange(0, len(components), 10)
+    ax.set_xticks(ticks, [components[i] for i in ticks], rotation=90, fontsize=6)
+    ax.set_yticks(ticks, [components[i] for i in ticks], fontsize=6)
+    ax.set_title(f"predicted interaction of {len(table)} unmeasured pairs", fontsize=10)
+    for i in range(min(n_top, 6)):
+        sub = fig.add_subplot(spec[i // 3, 1 + i % 3])
+        sub.scatter(additive[i], predicted[i], s=5, color="#3b6fb6")
+        lo = float(min(additive[i].min(), predicted[i].min()))
+        hi = float(max(additive[i].max(), predicted[i].max()))
+        sub.plot([lo, hi], [lo, hi], color="black", linewidth=0.6)
+        sub.set_title(f"#{i + 1} {top[i]}", fontsize=8)
+        sub.tick_params(labelsize=6)
+        if i % 3 == 0:
+            sub.set_ylabel("predicted shift", fontsize=7)
+        if i // 3 == 1 or n_top <= 3:
+            sub.set_xlabel("additive shift δa + δb", fontsize=7)
+    fig.suptitle(_title("in-silico screen: which unmeasured pairs depart from additivity", stand_in_note), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
