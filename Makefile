@@ -32,15 +32,16 @@ bench: $(STAMP)
 
 # The quality study: CCFM vs no-latent vs baselines, 3 folds. On the simulated Norman with random interactions and a
 # toy scGPT pretrained 3 min on its control cells: the sweep of the cascade's knobs, the folds, the stage-by-stage
-# diagnostics; the same with the random-weight toy; then learnable (modules) interactions and the simulated
-# ComboSciPlex on its fixed split, with the pretrained toy and the sweep's pick -> docs/quality/<name>/
+# diagnostics on every fold; the same with the random-weight toy; learnable (modules) interactions with the
+# diagnostics; the simulated ComboSciPlex on its fixed split, with the pretrained toy and the sweep's pick
+# -> docs/quality/<name>/
 # (about 70 min on 2 cores; a rerun skips finished runs).
 QUALITY := $(BIN)/python -m bench.quality
 PICKED  := --no-sweep --variant prior-pca32
 quality: $(STAMP)
 	$(QUALITY) --pretrain-minutes 3 --interactions random --work bench/results/quality_random_pretrained --report docs/quality/random_pretrained
 	$(QUALITY) $(PICKED) --interactions random --work bench/results/quality_random --report docs/quality/random
-	$(QUALITY) $(PICKED) --no-diagnose --pretrain-minutes 3 --interactions modules --work bench/results/quality_modules_pretrained --report docs/quality/modules
+	$(QUALITY) $(PICKED) --pretrain-minutes 3 --interactions modules --work bench/results/quality_modules_pretrained --report docs/quality/modules
 	$(QUALITY) $(PICKED) --no-diagnose --pretrain-minutes 3 --dataset combosciplex --work bench/results/quality_combosciplex_pretrained --report docs/quality/combosciplex
 
 clean:

@@ -3,7 +3,10 @@
 1. batched + length-sorted extraction vs a naive one-cell-at-a-time `_encode` loop (cells/s, ratio; goal ≥ 5×);
 2. store bytes per cell vs raw fp16 G×D×2 on simulated Norman cells (goal ≤ 0.4×);
 3. read throughput of one perturbation's batch of 48 cells;
-4. seconds per cell with a full-size random checkpoint (d 512, 12 layers, 8 heads) on a few dozen cells.
+4. seconds per cell with a full-size random checkpoint (d 512, 12 layers, 8 heads) on a few dozen cells;
+5. where a shard's time goes (tokenize + binning, the model, scatter to the panel, normalization + fp16, compression
+   + shard write), the model's achieved FLOP/s against a plain matmul of the same shapes, and the ceiling of
+   everything outside the model (the model replaced by a constant), for the toy and the full-size checkpoint.
 
 Data are a SIMULATED Norman stand-in and the checkpoints are random toys in the released layout.
 Run: .venv/bin/python -m bench.extract [--cells 512] [--full-cells 24]
@@ -13,18 +16,22 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import torch
 
 from bench.common import report, simulated_norman, timed
 from ccfm.config import ExtractConfig
 from ccfm.data.loading import load_dataset
 from ccfm.data.panel import choose_panel
-from ccfm.latent.store import LatentStore
+from ccfm.latent.source import normalized_features
+from ccfm.latent.statistics import FrozenStats, RunningMoments
+from ccfm.latent.store import LatentStore, StoreLayout
 from ccfm.scgpt.checkpoint import load_scgpt, map_panel_to_vocab
-from ccfm.scgpt.extractor import FeatureExtractor
+from ccfm.scgpt.extractor import FeatureExtractor, coverage
 from ccfm.scgpt.toy import build_toy_checkpoint
 from pipeline import extract
 
@@ -94,11 +101,102 @@ def bench_full_size(data_path: Path, work: Path, n_cells: int) -> dict:
     return {**full, "seconds_per_cell": 1 / full["batched_cells_per_s"]}
 
 
+def encoder_flops(args: dict, lengths: list[int], padded: int) -> tuple[float, float]:
+    """(FLOPs as run on a batch padded to `padded` tokens, FLOPs of its real tokens only) of scGPT's encoder:
+    per layer and token 2·(4·D² + 2·D·F) for the Q/K/V/out projections and the feed-forward, plus 4·L·D for
+    the attention scores and their weighted sum (multiply-adds counted as 2)."""
+    d, f, layers = args["embsize"], args.get("d_hid", args["embsize"]), args["nlayers"]
+
+    def cost(tokens: int, length: int) -> float:
+        return layers * tokens * (2 * (4 * d * d + 2 * d * f) + 4 * length * d)
+
+    return cost(len(lengths) * padded, padded), sum(cost(n, n) for n in lengths)
+
+
+def matmul_rate(tokens: int, d: int, repeat: int = 20) -> float:
+    """FLOP/s of a plain (tokens × D) · (D × D) matmul on this machine, at the current torch thread count."""
+    x, w = torch.randn(tokens, d), torch.randn(d, d)
+    seconds, _ = timed(lambda: [torch.mm(x, w) for _ in range(repeat)], repeat=3)
+    return 2 * tokens * d * d * repeat / seconds
+
+
+def bench_breakdown(extractor: FeatureExtractor, expression: np.ndarray, names: list, work: Path) -> dict:
+    """One shard's worth of cells through every step `ccfm extract` takes, each timed; then the same with the
+    model replaced by a constant (the ceiling of everything else)."""
+    d = extractor.d_model
+    stats = FrozenStats(mean=np.zeros(d), std=np.ones(d), target_std=1.0, n_positions=1)
+    layout = StoreLayout(
+        obs_names=np.array(names, dtype=object), cell_labels=np.array(["ctrl"] * len(names), dtype=object),
+        cell_hashes=np.zeros(len(names), dtype=np.uint64), genes=np.array([f"g{i}" for i in range(extractor.n_genes)],
+        dtype=object), vocab_ids=extractor.vocab_ids, d_model=extractor.d_model, shard_cells=len(names),
+    )  # fmt: skip
+    model = extractor.scgpt.model
+    encode, tokenize = model._encode, extractor.tokenize
+
+    def one_shard(constant: bool) -> dict[str, float]:
+        """`normalized_features` + `write_shard`, as `ccfm extract` runs them, with timers around the tokenizer
+        and the model (wrapped in place, so the measured path is the real one)."""
+        times = {"tokenize": 0.0, "model": 0.0}
+        counts = {"flops": 0.0, "useful_flops": 0.0}
+
+        def timed_tokenize(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            t0 = time.perf_counter()
+            batch = tokenize(*args, **kwargs)
+            times["tokenize"] += time.perf_counter() - t0
+            f_all, f_real = encoder_flops(extractor.scgpt.args, [1 + p.size for p in batch.gene_positions],
+                                          batch.src.shape[1])  # fmt: skip
+            counts["flops"] += f_all
+            counts["useful_flops"] += f_real
+            return batch
+
+        def timed_encode(src, values, padding):  # noqa: ANN001, ANN202
+            t0 = time.perf_counter()
+            out = torch.zeros(*src.shape, extractor.d_model) if constant else encode(src, values, padding)
+            times["model"] += time.perf_counter() - t0
+            return out
+
+        extractor.tokenize, model._encode = timed_tokenize, timed_encode
+        try:
+            store = LatentStore.create(work / f"breakdown_{time.perf_counter_ns()}.zarr", layout,
+                                       {"fingerprint": {}, "frozen_stats": stats.to_json()})  # fmt: skip
+            start = time.perf_counter()
+            out = normalized_features(extractor, stats, expression, names, batch_size=32)
+            features_done = time.perf_counter()
+            store.write_shard(0, out.features, out.covered, RunningMoments.of(out.features[out.covered]))
+            total = time.perf_counter() - start
+        finally:
+            extractor.tokenize, model._encode = tokenize, encode
+        rest = features_done - start - times["tokenize"] - times["model"]
+        written = total - (features_done - start)
+        return {**times, "gather + normalize + fp16": rest, "moments + compress + write": written, "total": total,
+                **counts}  # fmt: skip
+
+    real, constant = one_shard(constant=False), one_shard(constant=True)
+    mean_tokens = int(coverage(expression, extractor.vocab_ids).sum(axis=1).mean()) + 1
+    mm = matmul_rate(32 * mean_tokens, extractor.d_model)
+    outside = real["total"] - real["model"]
+    return {
+        "cells": len(names),
+        "threads": torch.get_num_threads(),
+        "mean_tokens_per_cell": mean_tokens,
+        "seconds": real,
+        "end_to_end_cells_per_s": len(names) / real["total"],
+        "model_only_cells_per_s": len(names) / real["model"],
+        "outside_share": outside / real["total"],
+        "constant_model_cells_per_s": len(names) / constant["total"],
+        "achieved_gflops": real["flops"] / real["model"] / 1e9,
+        "useful_gflops": real["useful_flops"] / real["model"] / 1e9,
+        "matmul_gflops": mm / 1e9,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=512, help="cells for the batching comparison")
     parser.add_argument("--store-cells", type=int, default=2048, help="cells written to the measured store")
     parser.add_argument("--full-cells", type=int, default=24, help="cells for the full-size checkpoint")
+    parser.add_argument("--shard-cells", type=int, default=256, help="cells in the toy's timed shard")
+    parser.add_argument("--full-shard-cells", type=int, default=64, help="cells in the full-size timed shard")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -107,6 +205,12 @@ def main() -> None:
         batching = bench_batching(*_panel_expression(data_path, toy, args.cells))
         store = bench_store(data_path, toy, work, args.store_cells)
         full = bench_full_size(data_path, work, args.full_cells)
+        breakdown = {
+            "toy d64 L2": bench_breakdown(*_panel_expression(data_path, toy, args.shard_cells), work),
+            "full-size d512 L12": bench_breakdown(
+                *_panel_expression(data_path, work / "full_size", args.full_shard_cells), work
+            ),
+        }
     rows = [
         ("naive one-cell loop, cells/s (toy d64 L2)", f"{batching['naive_cells_per_s']:.1f}", ""),
         ("batched + length-sorted, cells/s", f"{batching['batched_cells_per_s']:.1f}", ""),
@@ -119,6 +223,18 @@ def main() -> None:
         ("full-size random scGPT (d512 L12), batched s/cell", f"{full['seconds_per_cell']:.3f}", ""),
         ("full-size: batched / naive", f"{full['speedup']:.2f}x", ""),
     ]
+    for name, b in breakdown.items():
+        rows += [
+            (f"{name}: end-to-end cells/s ({b['cells']} cells, {b['threads']} threads)",
+             f"{b['end_to_end_cells_per_s']:.1f}", ""),
+            (f"{name}: model-only cells/s", f"{b['model_only_cells_per_s']:.1f}", ""),
+            (f"{name}: outside the model, share of end-to-end", f"{b['outside_share']:.2f}", "<= 0.20"),
+            (f"{name}: model replaced by a constant, cells/s", f"{b['constant_model_cells_per_s']:.0f}", ""),
+            (f"{name}: model GFLOP/s as run (useful)", f"{b['achieved_gflops']:.1f} ({b['useful_gflops']:.1f})", ""),
+            (f"{name}: plain matmul GFLOP/s, same shapes", f"{b['matmul_gflops']:.1f}", ""),
+            (f"{name}: achieved / matmul", f"{b['achieved_gflops'] / b['matmul_gflops']:.2f}", ">= 0.30 (full size)"),
+        ]  # fmt: skip
+        rows += [(f"{name}: seconds in {k}", f"{v:.3f}", "") for k, v in b["seconds"].items() if "flops" not in k]
     report(
         "extract",
         rows,
@@ -126,6 +242,7 @@ def main() -> None:
             "batching": batching,
             "store": store,
             "full_size": full,
+            "breakdown": breakdown,
             "stand_in": "simulated Norman data, random-weight scGPT checkpoints",
         },
     )

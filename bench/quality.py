@@ -26,7 +26,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -351,9 +351,9 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    sampler = {f.name: f.default for f in fields(GenerateConfig)}  # `ccfm generate`'s defaults
-    p.add_argument("--sampler-steps", type=int, default=sampler["steps"], help="ODE steps per stage")
-    p.add_argument("--sampler", default=sampler["method"], choices=("euler", "rk4"))
+    sampler = SamplerConfig()  # `ccfm generate`'s defaults
+    p.add_argument("--sampler-steps", type=int, default=sampler.steps, help="ODE steps per stage")
+    p.add_argument("--sampler", default=sampler.method, choices=("euler", "rk4"))
     p.add_argument("--cells", default="32", help="generated cells per perturbation, or 'matched'")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; the folds use --variant")

@@ -50,3 +50,15 @@ def test_real_data_without_planted_types_reports_all_doubles_only(tmp_path: Path
     stats = across_folds(fold_means(long, ["fold"]))
     assert list(stats["subset"]) == ["all"]
     assert stats["mean"].iloc[0] == pytest.approx(0.2)
+
+
+def test_the_study_reads_its_defaults_from_the_configs_and_every_sweep_variant_is_a_valid_config() -> None:
+    from bench.quality import SWEEP, parse
+    from ccfm.config import SamplerConfig, TrainConfig
+
+    settings = parse([])
+    assert (settings.sampler, settings.sampler_steps) == (SamplerConfig().method, SamplerConfig().steps)
+    assert settings.variant in {v.name for v in SWEEP}
+    base = TrainConfig(cache=Path("s.zarr"), out=Path("r"))
+    for variant in SWEEP:
+        base.replace(**variant.settings)  # refuses an unknown or out-of-range setting

@@ -31,10 +31,12 @@ class NormalizedFeatures:
 def normalized_features(
     extractor: FeatureExtractor, stats: FrozenStats, expression: np.ndarray, names: list[str], batch_size: int
 ) -> NormalizedFeatures:
-    """What extraction writes for cells with panel expression (B, G)."""
-    raw = extractor.extract_sorted(expression, names, batch_size)
-    z = stats.normalize(raw.features, raw.covered)  # (B, G, D)
-    return NormalizedFeatures(z.astype(np.float16), raw.covered)
+    """What extraction writes for cells with panel expression (B, G): only the covered positions are normalized
+    and rounded to fp16; the rest stays exactly 0."""
+    rows, covered = extractor.extract_covered(expression, names, batch_size)  # (n_covered, D), (B, G)
+    features = np.zeros((*covered.shape, extractor.d_model), dtype=np.float16)  # (B, G, D)
+    features[covered] = stats.normalize_rows(rows).astype(np.float16)
+    return NormalizedFeatures(features, covered)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,14 @@ class FrozenStats:
 
         features: (B, G, D) float32; covered: (B, G) bool. Returns (B, G, D) float32.
         """
-        scale = (self.target_std / (self.std + STD_EPS)).astype(np.float32)  # (D,)
-        z = (features - self.mean.astype(np.float32)) * scale  # (B, G, D)
-        z[~covered] = 0.0
+        z = np.zeros(features.shape, dtype=np.float32)
+        z[covered] = self.normalize_rows(features[covered])
         return z
+
+    def normalize_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(n, D) float32 features of covered positions, normalized as `normalize` does (the same float32 ops)."""
+        scale = (self.target_std / (self.std + STD_EPS)).astype(np.float32)  # (D,)
+        return (rows - self.mean.astype(np.float32)) * scale
 
     def to_json(self) -> dict:
         return {

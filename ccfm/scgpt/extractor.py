@@ -92,19 +92,35 @@ class FeatureExtractor:
         return torch.autocast(device_type="cuda", dtype=self.autocast)
 
     @torch.inference_mode()
-    def extract(self, expression: np.ndarray, names: list[str]) -> ExtractedFeatures:
-        """Features of B cells: expression (B, G) → (B, G, D) float32 and coverage (B, G)."""
+    def _encode_rows(self, expression: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """Per cell, the (n_b, D) float32 features of its covered panel positions, in position order."""
         batch = self.tokenize(expression, names)
         with self._autocast(), warnings.catch_warnings():
             # torch's fast path packs padded batches as nested tensors and warns that they are a prototype
             warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
             encoded = self.scgpt.model._encode(batch.src, batch.values, batch.padding)  # (B, L, D)
         encoded = encoded.float().cpu().numpy()
+        return [encoded[b, 1 : 1 + pos.size] for b, pos in enumerate(batch.gene_positions)]
+
+    def extract_covered(
+        self, expression: np.ndarray, names: list[str], batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The features at covered positions only: ((n_covered, D) float32 in the row-major order of
+        `covered`, covered (B, G) bool) — what `extract_sorted` returns, without the (B, G, D) zeros around it.
+        Cells of similar length are batched together."""
+        covered = coverage(expression, self.vocab_ids)  # (B, G)
+        rows: list[np.ndarray] = [np.empty((0, self.d_model), np.float32)] * len(names)
+        for idx in length_sorted_batches(covered.sum(axis=1), batch_size):
+            for i, cell_rows in zip(idx, self._encode_rows(expression[idx], [names[i] for i in idx]), strict=True):
+                rows[i] = cell_rows
+        return np.concatenate(rows) if rows else np.empty((0, self.d_model), np.float32), covered
+
+    def extract(self, expression: np.ndarray, names: list[str]) -> ExtractedFeatures:
+        """Features of B cells: expression (B, G) → (B, G, D) float32 and coverage (B, G)."""
+        covered = coverage(expression, self.vocab_ids)  # (B, G)
         features = np.zeros((len(names), self.n_genes, self.d_model), dtype=np.float32)  # (B, G, D)
-        covered = np.zeros((len(names), self.n_genes), dtype=bool)  # (B, G)
-        for b, pos in enumerate(batch.gene_positions):
-            features[b, pos] = encoded[b, 1 : 1 + pos.size]
-            covered[b, pos] = True
+        for b, cell_rows in enumerate(self._encode_rows(expression, names)):
+            features[b, covered[b]] = cell_rows
         return ExtractedFeatures(features, covered)
 
     def extract_sorted(self, expression: np.ndarray, names: list[str], batch_size: int) -> ExtractedFeatures:
