@@ -413,21 +413,20 @@ def screen(
     A killed screen continues when the same command is run again."""
     from pipeline import screen as stage
 
-    sampler = SamplerConfig(method=method, steps=steps, latent_steps=steps)  # type: ignore[arg-type]
     path = _call(
         lambda: stage.run(
             ScreenConfig(
                 run=run,
                 pairs=pairs,
                 cells=cells,
-                sampler=sampler,
+                sampler=SamplerConfig(method=method, steps=steps, latent_steps=steps),  # type: ignore[arg-type]
                 checkpoint=checkpoint,
                 batch_pairs=batch_pairs,
                 out=out,
                 device=device,
                 seed=seed,
                 overwrite=overwrite,
-            )  # fmt: skip
+            )
         )
     )
     typer.echo(f"screen written to {path} (pairs.csv ranked, screen.png, screen.json)")
