@@ -35,7 +35,7 @@ bench: $(STAMP)
 # diagnostics on every fold; the same with the random-weight toy; learnable (modules) interactions with the
 # diagnostics; the simulated ComboSciPlex on its fixed split, with the pretrained toy and the sweep's pick
 # -> docs/quality/<name>/
-# (about 70 min on 2 cores; a rerun skips finished runs).
+# (about 90 min on 2 cores, an estimate: the four were not timed alone; a rerun skips finished runs).
 QUALITY := $(BIN)/python -m bench.quality
 PICKED  := --no-sweep --variant prior-pca32
 quality: $(STAMP)
