@@ -254,6 +254,7 @@ def train(
     latent_first_prob: knob.LatentFirstProb = _TIMES.latent_first_prob,
     t_latent_for_expr: knob.TLatentForExpr = _TIMES.t_latent_for_expr,
     latent_weight: knob.LatentWeight = _OBJECTIVE.latent_weight,
+    latent_loss: knob.LatentLoss = _OBJECTIVE.latent_loss,
     latent_target: knob.LatentTarget = _MODEL.latent_target,
     latent_pca: knob.LatentPca = _MODEL.latent_pca,
     latent_source: knob.LatentSource = _MODEL.latent_source,
@@ -291,8 +292,8 @@ def train(
         )  # fmt: skip
         times = CascadeTimeConfig(latent_first_prob, t_latent_for_expr)  # type: ignore[arg-type]
         objective = ObjectiveConfig(
-            times=times, latent_weight=latent_weight, residual_weight=residual_weight, coupling=coupling,  # type: ignore[arg-type]
-            cfg_dropout=cfg_dropout,
+            times=times, latent_weight=latent_weight, latent_loss=latent_loss,  # type: ignore[arg-type]
+            residual_weight=residual_weight, coupling=coupling, cfg_dropout=cfg_dropout,  # type: ignore[arg-type]
         )  # fmt: skip
         schema = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
         return TrainConfig(

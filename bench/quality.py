@@ -87,6 +87,7 @@ SWEEP = (
     Variant("prior-pca32-s2", dict(latent_pca=32, latent_source_noise=2.0)),
     Variant("prior-pca32-residual", dict(latent_pca=32, latent_target="residual")),
     Variant("prior-pca32-residual-s2", dict(latent_pca=32, latent_target="residual", latent_source_noise=2.0)),
+    Variant("prior-pca32-xloss", dict(latent_pca=32, latent_loss="clean")),
 )
 
 

@@ -305,6 +305,8 @@ class ObjectiveConfig:
 
     times: CascadeTimeConfig = CascadeTimeConfig()  # latent-first share, t_latent of expression samples, t law
     latent_weight: float = 1.0  # weight of the latent MSE
+    latent_loss: Literal["velocity", "clean"] = "velocity"  # the latent MSE on velocities, or on the clean latent
+    # the head implies (ẑ1 = z_t + (1 − t)·v̂: the velocity loss weighted by (1 − t)², every time alike)
     mmd_weight: float = 0.5  # γ, weight of the MMD² term
     cfg_dropout: float = 0.0  # share of samples trained with the null label (for classifier-free guidance)
     residual_weight: float = 10.0  # penalty on each group's mean predicted velocity (prior source only): keeps the
@@ -313,6 +315,7 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         _real_in(self.latent_weight, "--latent-weight", 0)
+        _one_of(self.latent_loss, "--latent-loss", ("velocity", "clean"))
         _real_in(self.mmd_weight, "mmd_weight", 0)
         _real_in(self.cfg_dropout, "--cfg-dropout", 0, 0.99)
         _real_in(self.residual_weight, "--residual-weight", 0)

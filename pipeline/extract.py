@@ -27,11 +27,11 @@ from ccfm.data.panel import choose_panel
 from ccfm.errors import CCFMError
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.record import StoreRecord
-from ccfm.latent.source import normalized_features
+from ccfm.latent.source import NormalizedFeatures
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
-from ccfm.scgpt.extractor import FeatureExtractor
+from ccfm.scgpt.extractor import FeatureExtractor, coverage
 from pipeline.lock import WriterLock
 from pipeline.outputs import STORE, plan_output
 from pipeline.progress import progress
@@ -82,19 +82,76 @@ def plan_extraction(data: PerturbationData, scgpt: ScgptModel, cfg: ExtractConfi
     return ExtractionPlan(layout, expression, fingerprint, vocab.coverage)
 
 
-def _freeze_stats(plan: ExtractionPlan, extractor: FeatureExtractor, cfg: ExtractConfig) -> FrozenStats:
-    """Mean/std per dimension over covered positions of a seeded sample of cells."""
-    n = plan.expression.shape[0]
-    rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=min(cfg.norm_cells, n), replace=False))
-    moments = RunningMoments.empty(extractor.d_model)
-    step = cfg.shard_cells
-    for start in progress(range(0, rows.size, step), desc="normalization sample", unit="block", leave=False):
-        block = rows[start : start + step]
-        raw = extractor.extract_sorted(
-            plan.expression[block].toarray(), plan.layout.obs_names[block].tolist(), cfg.batch_size
-        )
-        moments = moments.merge(RunningMoments.of(raw.features[raw.covered]))
-    return frozen_stats_from(moments, cfg.target_std)
+#: The normalization sample's features are kept for the shard pass up to this many bytes (float32, covered
+#: positions only), so those cells run through the model once; beyond it the rest are computed again.
+SAMPLE_CACHE_BYTES = 2 << 30
+
+
+def _sample_rows(n_cells: int, cfg: ExtractConfig) -> np.ndarray:
+    """The seeded normalization sample: sorted store rows."""
+    return np.sort(np.random.default_rng(cfg.seed).choice(n_cells, size=min(cfg.norm_cells, n_cells), replace=False))
+
+
+def _sample_of_shard(sample: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return sample[(sample >= start) & (sample < stop)]
+
+
+def _features_of(
+    extractor: FeatureExtractor, plan: ExtractionPlan, rows: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """((n_covered, D) float32 raw features of `rows`' covered positions, covered (len(rows), G))."""
+    names = plan.layout.obs_names[rows].tolist()
+    return extractor.extract_covered(plan.expression[rows].toarray(), names, batch_size)
+
+
+def _freeze_stats(
+    plan: ExtractionPlan, extractor: FeatureExtractor, cfg: ExtractConfig
+) -> tuple[FrozenStats, dict[int, np.ndarray]]:
+    """Mean/std per dimension over covered positions of a seeded sample of cells, and the sample's raw features
+    by shard (up to SAMPLE_CACHE_BYTES) for the shard pass. Each shard's sampled cells are batched among
+    themselves, exactly as the shard pass batches them when they are not cached (resumes included)."""
+    n, shard_cells = plan.expression.shape[0], cfg.shard_cells
+    sample = _sample_rows(n, cfg)
+    moments, cache, cached_bytes = RunningMoments.empty(extractor.d_model), {}, 0
+    shards = sorted({int(r) // shard_cells for r in sample})
+    for shard in progress(shards, desc="normalization sample", unit="shard", leave=False):
+        rows = _sample_of_shard(sample, shard * shard_cells, (shard + 1) * shard_cells)
+        features, _ = _features_of(extractor, plan, rows, cfg.batch_size)
+        moments = moments.merge(RunningMoments.of(features))
+        if cached_bytes + features.nbytes <= SAMPLE_CACHE_BYTES:
+            cache[shard], cached_bytes = features, cached_bytes + features.nbytes
+    return frozen_stats_from(moments, cfg.target_std), cache
+
+
+def _shard_features(
+    extractor: FeatureExtractor,
+    stats: FrozenStats,
+    plan: ExtractionPlan,
+    shard: int,
+    cfg: ExtractConfig,
+    cached: np.ndarray | None,
+) -> NormalizedFeatures:
+    """What a shard stores: its sampled cells (from the normalization pass when `cached`, else computed in the
+    same batches) and its other cells, each through the model once; normalized and rounded to fp16 at the
+    covered positions only."""
+    start, stop = shard * cfg.shard_cells, min((shard + 1) * cfg.shard_cells, plan.expression.shape[0])
+    sampled = _sample_of_shard(_sample_rows(plan.expression.shape[0], cfg), start, stop)
+    others = np.setdiff1d(np.arange(start, stop), sampled)
+    blocks: dict[int, np.ndarray] = {}
+    covered = np.zeros((stop - start, extractor.n_genes), dtype=bool)
+    for rows, features in ((sampled, cached), (others, None)):
+        if rows.size == 0:
+            continue
+        if features is None:
+            features, part = _features_of(extractor, plan, rows, cfg.batch_size)
+        else:
+            part = coverage(plan.expression[rows].toarray(), extractor.vocab_ids)
+        covered[rows - start] = part
+        for row, block in zip(rows, np.split(features, np.cumsum(part.sum(axis=1))[:-1]), strict=True):
+            blocks[int(row)] = block
+    z = np.zeros((stop - start, extractor.n_genes, extractor.d_model), dtype=np.float16)  # (S, G, D)
+    z[covered] = stats.normalize_rows(np.concatenate([blocks[r] for r in range(start, stop)])).astype(np.float16)
+    return NormalizedFeatures(z, covered)
 
 
 def _create_store(
@@ -104,8 +161,8 @@ def _create_store(
     data: PerturbationData,
     cfg: ExtractConfig,
     target: Path,
-) -> LatentStore:
-    stats = _freeze_stats(plan, extractor, cfg)
+) -> tuple[LatentStore, dict[int, np.ndarray]]:
+    stats, cache = _freeze_stats(plan, extractor, cfg)
     inputs = {"data": Path(cfg.data).resolve(), "scgpt": Path(cfg.scgpt).resolve()}  # absolute: `ccfm train STORE`
     record = StoreRecord(
         fingerprint=plan.fingerprint,
@@ -123,7 +180,7 @@ def _create_store(
     if target.exists():  # an empty folder, or a fresh staging folder holding only its mark (plan_output)
         shutil.rmtree(target)
     staging.rename(target)
-    return LatentStore.open(target, mode="r+")
+    return LatentStore.open(target, mode="r+"), cache
 
 
 def _open_for_resume(plan: ExtractionPlan, target: Path, repair: bool) -> LatentStore:
@@ -148,7 +205,9 @@ def _extract_shards(
     extractor: FeatureExtractor,
     cfg: ExtractConfig,
     ctx: DistContext,
+    cache: dict[int, np.ndarray],
 ) -> None:
+    """Write this rank's unfinished shards; `cache`: the normalization sample's raw features by shard."""
     stats = FrozenStats.from_json(store.record.frozen_stats)
     done = store.completed_shards()
     mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
@@ -157,13 +216,7 @@ def _extract_shards(
     with progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
         for shard in mine:
             start, stop = store.shard_range(shard)
-            out = normalized_features(
-                extractor,
-                stats,
-                plan.expression[start:stop].toarray(),
-                plan.layout.obs_names[start:stop].tolist(),
-                cfg.batch_size,
-            )
+            out = _shard_features(extractor, stats, plan, shard, cfg, cache.pop(shard, None))
             moments = RunningMoments.of(out.features[out.covered])  # over values as written
             store.write_shard(shard, out.features, out.covered, moments)
             bar.update(stop - start)
@@ -187,10 +240,11 @@ def _open_or_create(
     data: PerturbationData,
     cfg: ExtractConfig,
     target: Path,
-) -> LatentStore:
-    """Rank 0, holding the writer lock: create the store, or open it for resuming."""
+) -> tuple[LatentStore, dict[int, np.ndarray]]:
+    """Rank 0, holding the writer lock: create the store (with the normalization sample's features), or open it
+    for resuming (no features kept: a resumed shard computes its sampled cells again, in the same batches)."""
     if cfg.resume and (target / "zarr.json").exists():
-        return _open_for_resume(plan, target, repair=True)
+        return _open_for_resume(plan, target, repair=True), {}
     return _create_store(plan, extractor, scgpt, data, cfg, target)
 
 
@@ -227,15 +281,14 @@ def _extract(cfg: ExtractConfig, target: Path, ctx: DistContext) -> None:
     )
     with contextlib.ExitStack() as held:  # rank 0 holds the writer lock until the store is complete
 
-        def lock_and_open() -> LatentStore:
+        def lock_and_open() -> tuple[LatentStore, dict[int, np.ndarray]]:
             held.enter_context(WriterLock(cfg.out, cfg.break_lock))  # inside main_first: a refusal stops every rank
             return _open_or_create(plan, extractor, scgpt, data, cfg, target)
 
-        store = ctx.main_first(lock_and_open)
-        if not ctx.is_main:
-            store = _open_for_resume(plan, target, repair=False)
+        opened = ctx.main_first(lock_and_open)
+        store, cache = opened if ctx.is_main else (_open_for_resume(plan, target, repair=False), {})
         started = time.perf_counter()
-        _extract_shards(store, plan, extractor, cfg, ctx)
+        _extract_shards(store, plan, extractor, cfg, ctx, cache)
         ctx.barrier()
         if ctx.is_main:
             moments = _finalize(store)

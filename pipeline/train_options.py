@@ -45,3 +45,6 @@ CfgDropout = Annotated[
 ]
 Preset = Annotated[str, typer.Option(help=f"Model preset: {' or '.join(MODEL_PRESETS)}.")]
 Latent = Annotated[str, typer.Option(help="scgpt (cascaded) or none (the scDFM-equivalent ablation).")]
+LatentLoss = Annotated[
+    str, typer.Option(help="Latent MSE on velocities, or on the clean latent the head implies (every time alike).")
+]

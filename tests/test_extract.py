@@ -168,3 +168,26 @@ def test_two_ranks_take_disjoint_shards(workdir: Path, tmp_path: Path) -> None:
     assert "rank 1: 15 shards" in result.stderr and "rank 0: 15 shards" in result.stderr
     for a, b in zip(_arrays(reference), _arrays(out), strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+def test_every_cell_runs_through_the_model_once_and_the_store_is_the_two_pass_store(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The normalization sample's features are reused for its cells' shards: one model pass over the data, and
+    the same bytes as a store whose sample was computed again."""
+    from ccfm.scgpt.extractor import FeatureExtractor
+    from pipeline import extract as stage
+
+    tokenized: list[int] = []
+    real = FeatureExtractor.tokenize
+    monkeypatch.setattr(
+        FeatureExtractor, "tokenize", lambda self, x, names: tokenized.append(len(names)) or real(self, x, names)
+    )
+    once = extract.run(_cfg(workdir, "once.zarr"))
+    assert sum(tokenized) == LatentStore.open(once).n_cells
+    monkeypatch.setattr(stage, "SAMPLE_CACHE_BYTES", 0)  # nothing kept: sampled cells are computed again
+    tokenized.clear()
+    twice = extract.run(_cfg(workdir, "twice.zarr"))
+    assert sum(tokenized) > LatentStore.open(twice).n_cells
+    for a, b in zip(_arrays(once), _arrays(twice), strict=True):
+        assert np.array_equal(a, b)

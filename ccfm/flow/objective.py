@@ -34,7 +34,7 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
     Latent-first samples see pure expression noise (t_expr = 0) and train only the latent stream;
     the others see a clean (or late) latent and train only expression (Latent Forcing's cascade).
     """
-    from ccfm.model.cascade import FlowInputs  # the network is imported lazily: ccfm.flow stays model-free
+    from ccfm.model.cascade import MIN_LATENT_GAP, FlowInputs  # imported lazily: ccfm.flow stays model-free
 
     b, device = batch.target.shape[0], batch.target.device
     use_latent = batch.latent is not None
@@ -65,11 +65,15 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
             t_latent=times.t_latent,
         )
     )
+    latent_pred, latent_target = out.latent_velocity, None if latent is None else latent.velocity
+    if latent is not None and cfg.latent_loss == "clean":  # compare the implied clean latent with z1
+        gap = (1 - times.t_latent).clamp_min(MIN_LATENT_GAP)[:, None, None]  # (B, 1, 1), as the model clamps it
+        latent_pred, latent_target = latent.x_t + gap * out.latent_velocity, z1
     return cascade_loss(
         out.expr_velocity,
         expr.velocity,
-        out.latent_velocity,
-        None if latent is None else latent.velocity,
+        latent_pred,
+        latent_target,
         times.latent_first,
         expr.x_t,
         times.t_expr,
