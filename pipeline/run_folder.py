@@ -68,7 +68,8 @@ def read_run(folder: Path) -> RunInfo:
         info = json.loads(run_json.read_text())
         split = Split.from_json(split_json.read_text())
         train_config, panel = info["train_config"], [str(g) for g in info["panel"]]
-        train_config["data"]  # noqa: B018  # a run.json without its data file is not readable
+        if "data" not in train_config:
+            raise KeyError("train_config.data")  # a run.json that does not name its data file is not readable
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise CCFMError(
             f"cannot read {run_json} / {split_json} ({type(err).__name__}: {err}); rerun `ccfm train`"

@@ -127,10 +127,10 @@ def run(cfg: ScreenConfig) -> Path:
     info = read_run(cfg.run)
     out = Path(cfg.out or info.folder / "screen").resolve()
     unfinished = (out / PLAN).is_file() and not (out / RESULT).is_file()
+    # An unfinished screen is continued by the same command; a finished one is replaced only with --overwrite.
     output = plan_output(
-        out, SCREEN, overwrite=cfg.overwrite, inputs=(info.data,), resume=unfinished and not cfg.overwrite,
-        hint="the same command continues an unfinished screen;",
-    )  # fmt: skip
+        out, SCREEN, overwrite=cfg.overwrite, inputs=(info.data,), resume=unfinished and not cfg.overwrite
+    )
     device = resolve_device(cfg.device)
     trained = load_run(cfg.run, cfg.checkpoint, device)
     data = load_real_data(trained.info)
