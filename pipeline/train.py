@@ -107,9 +107,7 @@ class Trainer:
             log.info("interaction head: %s", self.interaction)
         self.latent_fit = None
         if self.setup.model.latent == "scgpt":
-            self.latent_fit = fit_latent_space(
-                self.model, self.setup, SourceSpec(self.cfg.cache, self.cfg.scgpt).open(), self.cfg.seed
-            )
+            self.latent_fit = fit_latent_space(self.model, self.setup, self.setup.source, self.cfg.seed)
         if self.latent_fit is not None and self.ctx.is_main:
             log.info("latent space: %s", self.latent_fit)
         self.ema = EMA(self.model, self.cfg.ema_decay)

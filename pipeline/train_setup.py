@@ -56,6 +56,7 @@ class SourceSpec:
 class RunSetup:
     data: PerturbationData
     store: StoreRecord  # what the latent store was built from (fingerprint, stats, stand-in flags)
+    source: LatentSource  # the store opened and checked (main process; loader workers open their own)
     genes: list[str]  # (G,) the panel, from the store
     vocab_ids: list[int]  # (G,) scGPT vocab ids of the panel
     columns: np.ndarray  # (G,) panel columns in the data
@@ -106,6 +107,7 @@ def prepare(cfg: TrainConfig) -> RunSetup:
     return RunSetup(
         data=data,
         store=store.record,
+        source=source,
         genes=genes,
         vocab_ids=store.array("vocab_ids").tolist(),
         columns=columns,
