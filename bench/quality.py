@@ -252,8 +252,9 @@ def score_folds(s: Settings, ccfm: list[Job], none: list[Job], types: dict[str, 
 def _diagnose_job(s: Settings, store: Path, ccfm: Job, none: Job) -> dict[str, Any]:
     """bench.diagnose on one fold, kept under --work (a rerun reuses it while it describes the same run)."""
     path = s.work / f"diagnostics_fold{ccfm.fold}.json"
-    if path.exists() and Path(json.loads(path.read_text())["run"]).resolve() == ccfm.folder.resolve():
-        return json.loads(path.read_text())
+    saved = json.loads(path.read_text()) if path.exists() else None
+    if saved is not None and Path(saved["run"]).resolve() == ccfm.folder.resolve():
+        return saved
     s = on_worker_device(s)
     cells = int(s.cells) if s.cells.isdigit() else 32
     result = diagnose(ccfm.folder, none.folder, store, cells, s.sampler_steps, s.seed)

@@ -27,7 +27,7 @@ from ccfm.data.panel import choose_panel
 from ccfm.errors import CCFMError
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.record import StoreRecord
-from ccfm.latent.source import NormalizedFeatures
+from ccfm.latent.source import NormalizedFeatures, stored_features
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
@@ -129,13 +129,14 @@ def _shard_features(
     plan: ExtractionPlan,
     shard: int,
     cfg: ExtractConfig,
+    sample: np.ndarray,
     cached: np.ndarray | None,
 ) -> NormalizedFeatures:
     """What a shard stores: its sampled cells (from the normalization pass when `cached`, else computed in the
     same batches) and its other cells, each through the model once; normalized and rounded to fp16 at the
     covered positions only."""
     start, stop = shard * cfg.shard_cells, min((shard + 1) * cfg.shard_cells, plan.expression.shape[0])
-    sampled = _sample_of_shard(_sample_rows(plan.expression.shape[0], cfg), start, stop)
+    sampled = _sample_of_shard(sample, start, stop)
     others = np.setdiff1d(np.arange(start, stop), sampled)
     blocks: dict[int, np.ndarray] = {}
     covered = np.zeros((stop - start, extractor.n_genes), dtype=bool)
@@ -149,9 +150,7 @@ def _shard_features(
         covered[rows - start] = part
         for row, block in zip(rows, np.split(features, np.cumsum(part.sum(axis=1))[:-1]), strict=True):
             blocks[int(row)] = block
-    z = np.zeros((stop - start, extractor.n_genes, extractor.d_model), dtype=np.float16)  # (S, G, D)
-    z[covered] = stats.normalize_rows(np.concatenate([blocks[r] for r in range(start, stop)])).astype(np.float16)
-    return NormalizedFeatures(z, covered)
+    return stored_features(stats, np.concatenate([blocks[r] for r in range(start, stop)]), covered)
 
 
 def _create_store(
@@ -209,6 +208,7 @@ def _extract_shards(
 ) -> None:
     """Write this rank's unfinished shards; `cache`: the normalization sample's raw features by shard."""
     stats = FrozenStats.from_json(store.record.frozen_stats)
+    sample = _sample_rows(plan.expression.shape[0], cfg)
     done = store.completed_shards()
     mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
     total = sum(stop - start for start, stop in map(store.shard_range, mine))
@@ -216,7 +216,7 @@ def _extract_shards(
     with progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
         for shard in mine:
             start, stop = store.shard_range(shard)
-            out = _shard_features(extractor, stats, plan, shard, cfg, cache.pop(shard, None))
+            out = _shard_features(extractor, stats, plan, shard, cfg, sample, cache.pop(shard, None))
             moments = RunningMoments.of(out.features[out.covered])  # over values as written
             store.write_shard(shard, out.features, out.covered, moments)
             bar.update(stop - start)

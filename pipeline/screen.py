@@ -160,8 +160,8 @@ def run(cfg: ScreenConfig) -> Path:
         for k in progress(todo, desc="screen", unit="chunk"):
             chunk = pairs[k * cfg.batch_pairs : (k + 1) * cfg.batch_pairs]
             labels = [lab for lab in chunk for _ in range(cfg.cells)]
-            cells = sample_cells(trained, labels, control, cfg.sampler, len(labels), cfg.seed + k, device, False,
-                                 starts=np.tile(starts, len(chunk)))  # fmt: skip
+            cells = sample_cells(trained, labels, control, cfg.sampler, len(labels), cfg.seed + k, device,
+                                 show_progress=False, starts=np.tile(starts, len(chunk)))  # fmt: skip
             _save_chunk(_chunk_path(work, k), chunk, cells.reshape(len(chunk), cfg.cells, -1).mean(axis=1))
             predicted += len(chunk)
         minutes = (time.perf_counter() - started) / 60

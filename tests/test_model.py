@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from modelkit import B, make_inputs, unzero_heads
 
 from ccfm.config import MODEL_PRESETS, ModelConfig
 from ccfm.errors import CCFMError
-from ccfm.model import CascadedFlowModel, FlowInputs, FlowOutputs, build_model, coexpression_graph
+from ccfm.model import CascadedFlowModel, FlowOutputs, build_model, coexpression_graph
 from ccfm.model.attention import DifferentialAttention, GraphMaskedAttention, SelfAttention, lambda_init
 from ccfm.model.blocks import (
     AdaLNBlock,
@@ -31,7 +32,7 @@ from ccfm.model.embeddings import (
 from ccfm.model.graph import GeneEncoder
 from ccfm.model.heads import ExpressionHead, LatentHead
 
-N_GENES, D, B, H = 60, 16, 3, MODEL_PRESETS["tiny"].d_model
+N_GENES, D, H = 60, 16, MODEL_PRESETS["tiny"].d_model
 HEADS = MODEL_PRESETS["tiny"].heads
 
 
@@ -42,29 +43,6 @@ def _seed() -> None:
 
 def tiny_cfg(**overrides: object) -> ModelConfig:
     return ModelConfig(n_genes=N_GENES, latent_dim=D, **{**dataclasses.asdict(MODEL_PRESETS["tiny"]), **overrides})
-
-
-def make_inputs(cfg: ModelConfig, genes: torch.Tensor | None = None, batch: int = B, seed: int = 1) -> FlowInputs:
-    rng = torch.Generator().manual_seed(seed)
-    genes = torch.arange(cfg.n_genes) if genes is None else genes
-    g = len(genes)
-    latent = cfg.latent == "scgpt"
-    return FlowInputs(
-        x_t=torch.randn(batch, g, generator=rng),
-        control=torch.rand(batch, g, generator=rng) * 3,
-        genes=genes,
-        pert=torch.tensor([[5, -1], [7, 11], [-1, -1]])[:batch],
-        t_expr=torch.rand(batch, generator=rng),
-        z_t=torch.randn(batch, g, cfg.latent_dim, generator=rng) if latent else None,
-        t_latent=torch.rand(batch, generator=rng) if latent else None,
-    )
-
-
-def unzero_heads(model: CascadedFlowModel) -> None:
-    """Give the zero-initialized output layers weights, as training would."""
-    outs = [model.expr_head.out] + ([model.latent_head.out] if model.has_latent else [])
-    for layer in outs:
-        torch.nn.init.normal_(layer.weight, std=0.1)
 
 
 def unzero_all(model: CascadedFlowModel) -> None:
@@ -368,48 +346,3 @@ def test_ema_warm_up_follows_early_weights_then_reaches_the_decay() -> None:
         ema.update(live, step)
     # 300 updates at a plain 0.999 would keep 0.999^300 ≈ 74% of the initial 0 weight
     assert ema.shadow.weight.min().item() > 0.99
-
-
-def test_clean_latent_target_returns_the_velocity_of_the_predicted_clean_latent() -> None:
-    from ccfm.model.cascade import MIN_LATENT_GAP
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_genes=12, latent_dim=6, d_model=16, heads=4, layers=1, latent_bottleneck=8)
-    raw = build_model(cfg).eval()  # "velocity": the model returns its latent head's output as is
-    with torch.no_grad():
-        for p in raw.parameters():  # leave the zero-initialized state: a zero head would prove nothing
-            p.add_(0.1 * torch.randn_like(p))
-    clean = build_model(dataclasses.replace(cfg, latent_target="clean")).eval()
-    clean.load_state_dict(raw.state_dict())
-    inputs = make_inputs(cfg, genes=torch.arange(10), batch=3)
-    inputs.t_latent = torch.tensor([0.0, 0.5, 1.0])
-    head = raw(inputs).latent_velocity  # (B, G, D): read as the predicted clean latent
-    gap = (1 - inputs.t_latent).clamp_min(MIN_LATENT_GAP)[:, None, None]
-    torch.testing.assert_close(clean(inputs).latent_velocity, (head - inputs.z_t) / gap)
-    with pytest.raises(CCFMError, match="latent.target"):
-        build_model(ModelConfig(n_genes=4, latent_target="noise"))  # type: ignore[arg-type]
-
-
-def test_residual_latent_target_adds_the_latent_prior_and_a_fresh_model_flows_to_it() -> None:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        n_genes=12, latent_dim=6, d_model=16, heads=4, layers=1, latent_bottleneck=8, latent_target="clean",
-        latent_source="prior",
-    )  # fmt: skip
-    control, shift = torch.randn(12, 6), torch.randn(3, 12, 6)
-    token_row = torch.randint(0, 3, (12,))
-    clean = build_model(cfg).eval()
-    clean.latent_space.set_prior(control, shift, token_row)
-    residual = build_model(dataclasses.replace(cfg, latent_target="residual")).eval()
-    residual.load_state_dict(clean.state_dict())
-    inputs = make_inputs(cfg, genes=torch.arange(10), batch=3)
-    inputs.t_latent = torch.zeros(3)
-    prior = clean.latent_space.prior_code(inputs.pert, inputs.genes)  # (B, G, D)
-    # Fresh (zero head): the clean model flows to the all-zero code, the residual one to the prior's mean.
-    torch.testing.assert_close(clean(inputs).latent_velocity, -inputs.z_t)
-    torch.testing.assert_close(residual(inputs).latent_velocity, prior - inputs.z_t)
-    unzero_heads(clean)
-    residual.load_state_dict(clean.state_dict())
-    torch.testing.assert_close(residual(inputs).latent_velocity, clean(inputs).latent_velocity + prior)
-    with pytest.raises(CCFMError, match="--latent-source prior"):
-        ModelConfig(n_genes=4, latent_target="residual", latent_source="noise")

@@ -34,7 +34,13 @@ def normalized_features(
     """What extraction writes for cells with panel expression (B, G): only the covered positions are normalized
     and rounded to fp16; the rest stays exactly 0."""
     rows, covered = extractor.extract_covered(expression, names, batch_size)  # (n_covered, D), (B, G)
-    features = np.zeros((*covered.shape, extractor.d_model), dtype=np.float16)  # (B, G, D)
+    return stored_features(stats, rows, covered)
+
+
+def stored_features(stats: FrozenStats, rows: np.ndarray, covered: np.ndarray) -> NormalizedFeatures:
+    """Raw features of the covered positions (n_covered, D), in the row-major order of `covered` (B, G), as the
+    store holds them: normalized and rounded to fp16 there, exactly 0 elsewhere."""
+    features = np.zeros((*covered.shape, rows.shape[1]), dtype=np.float16)  # (B, G, D)
     features[covered] = stats.normalize_rows(rows).astype(np.float16)
     return NormalizedFeatures(features, covered)
 
