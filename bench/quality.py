@@ -88,6 +88,10 @@ SWEEP = (
     Variant("prior-pca32-residual", dict(latent_pca=32, latent_target="residual")),
     Variant("prior-pca32-residual-s2", dict(latent_pca=32, latent_target="residual", latent_source_noise=2.0)),
     Variant("prior-pca32-xloss", dict(latent_pca=32, latent_loss="clean")),
+    Variant("prior-pca32-ptok", dict(latent_pca=32, latent_prior_tokens=True)),
+    Variant("prior-pca32-lres10", dict(latent_pca=32, latent_residual_weight=10.0)),
+    Variant("prior-pca32-ptok-lres10", dict(latent_pca=32, latent_prior_tokens=True, latent_residual_weight=10.0)),
+    Variant("prior-pca32-residual-lres10", dict(latent_pca=32, latent_target="residual", latent_residual_weight=10.0)),
 )
 
 

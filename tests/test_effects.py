@@ -225,3 +225,20 @@ def test_ot_pairing_undoes_a_shuffle_within_each_perturbation() -> None:
     torch.testing.assert_close(x1[perm], x0, atol=0.05, rtol=0)  # each source meets its own target
     assert torch.equal(groups[perm], groups)  # nobody changes perturbation
     assert torch.equal(ot_pairing(x0, x0, None), torch.arange(9))
+
+
+def test_latent_residual_is_the_squared_mean_latent_velocity_of_each_perturbations_latent_first_samples() -> None:
+    torch.manual_seed(0)
+    b, k = 8, 3
+    v_pred, v_target, x_t, x1 = (torch.randn(b, G) for _ in range(4))
+    z_pred, z_target = torch.randn(b, G, k), torch.randn(b, G, k)
+    t = torch.rand(b)
+    groups = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    first = torch.tensor([True, True, True, False, False, False, True, False])
+    args = (v_pred, v_target, z_pred, z_target, first, x_t, t, x1)
+    terms = cascade_loss(*args, groups=groups, latent_residual_weight=3.0)
+    latent = z_pred[first]
+    want = torch.stack([latent[groups[first] == g].mean(0).pow(2).mean() for g in (0, 1)]).mean()
+    torch.testing.assert_close(terms.latent_residual, want)
+    torch.testing.assert_close(terms.total, terms.expr_mse + terms.latent_mse + 0.5 * terms.mmd + 3.0 * want)
+    assert float(cascade_loss(*args, groups=groups).latent_residual) == 0.0

@@ -57,3 +57,23 @@ def test_residual_latent_target_adds_the_latent_prior_and_a_fresh_model_flows_to
     torch.testing.assert_close(residual(inputs).latent_velocity, clean(inputs).latent_velocity + prior)
     with pytest.raises(CCFMError, match="--latent-source prior"):
         ModelConfig(n_genes=4, latent_target="residual", latent_source="noise")
+
+
+def test_latent_prior_tokens_read_the_prior_mean_code_apart_from_the_noisy_latent() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        n_genes=12, latent_dim=6, d_model=16, heads=4, layers=1, latent_bottleneck=8, latent_target="clean",
+        latent_source="prior", latent_prior_tokens=True,
+    )  # fmt: skip
+    model = build_model(cfg).eval()
+    unzero_heads(model)
+    inputs = make_inputs(cfg, genes=torch.arange(10), batch=3)
+    token_row = torch.randint(0, 3, (12,))
+    model.latent_space.set_prior(torch.zeros(12, 6), torch.zeros(3, 12, 6), token_row)
+    before = model(inputs).latent_velocity
+    model.latent_space.set_prior(torch.zeros(12, 6), torch.randn(3, 12, 6), token_row)
+    after = model(inputs).latent_velocity  # same z_t, another prior: the tokens saw it
+    assert not torch.allclose(before[:2], after[:2])  # cells 0 and 1 are perturbed
+    torch.testing.assert_close(before[2], after[2])  # cell 2 has no perturbation: the control code, unchanged
+    with pytest.raises(CCFMError, match="--latent-source prior"):
+        ModelConfig(n_genes=4, latent_prior_tokens=True, latent_source="noise")

@@ -24,15 +24,18 @@ LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "time_scale": 1.0,
     "source": "noise",
     "source_noise": 1.0,
+    "latent_prior_tokens": False,
 }
 
 
-def _residual_needs_prior(latent_target: str, latent_source: str) -> None:
+def _latent_prior_checks(latent_target: str, latent_source: str, prior_tokens: bool) -> None:
     if latent_target == "residual" and latent_source != "prior":
         raise CCFMError(
             "--latent-target residual predicts the clean latent's difference from the latent prior: it needs "
             "--latent-source prior (or use --latent-target clean)."
         )
+    if prior_tokens and latent_source != "prior":
+        raise CCFMError("--latent-prior-tokens gives the tokens the latent prior's mean: it needs --latent-source prior")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class ModelConfig:
     latent_pca: int = 0  # k: the latent flows as k PCA components per gene (ccfm/model/latent_space.py); 0: all D
     latent_source: Literal["noise", "prior"] = "noise"  # the latent flow's z0: N(0, I), or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the Gaussian added to the latent prior source
+    latent_prior_tokens: bool = False  # latent prior source: each token also reads its gene's prior mean code
 
     def __post_init__(self) -> None:
         one_of(self.latent, "--latent", ("scgpt", "none"))
@@ -77,7 +81,7 @@ class ModelConfig:
         one_of(self.latent_source, "--latent-source", LATENT_SOURCES)
         real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
         one_of(self.latent_target, "--latent-target", LATENT_TARGETS)
-        _residual_needs_prior(self.latent_target, self.latent_source)
+        _latent_prior_checks(self.latent_target, self.latent_source, self.latent_prior_tokens)
 
     @property
     def latent_width(self) -> int:
@@ -118,6 +122,7 @@ class ModelKnobs:
     latent_pca: int = 32  # PCA components per gene the latent flows as; 0 or ≥ D: all D features
     latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I) or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the noise added to the latent prior source
+    latent_prior_tokens: bool = False  # each token also reads its gene's latent prior mean code (prior source)
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
     source_noise: float = 0.1  # std of the noise added to the control / prior source
     target_flag: bool = True  # the perturbed genes' own tokens carry a learned target vector
@@ -133,7 +138,7 @@ class ModelKnobs:
         real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
         one_of(self.source, "--source", SOURCES)
         real_in(self.source_noise, "--source-noise", 0, 10)
-        _residual_needs_prior(self.latent_target, self.latent_source)
+        _latent_prior_checks(self.latent_target, self.latent_source, self.latent_prior_tokens)
 
     def build(self, n_genes: int, n_drugs: int, latent_dim: int) -> ModelConfig:
         """The model's config for a data set's vocabularies and a store's feature width D."""

@@ -40,6 +40,8 @@ class ObjectiveConfig:
     cfg_dropout: float = 0.0  # share of samples trained with the null label (for classifier-free guidance)
     residual_weight: float = 10.0  # penalty on each group's mean predicted velocity (prior source only): keeps the
     # learned residual over the prior small
+    latent_residual_weight: float = 0.0  # the same penalty on the latent velocity (latent prior source only): keeps
+    # the generated latent's mean near the additive latent unless the data pull it away
     coupling: Literal["independent", "ot"] = "independent"  # source→target pairing (ccfm/flow/coupling.py)
 
     def __post_init__(self) -> None:
@@ -48,6 +50,7 @@ class ObjectiveConfig:
         real_in(self.mmd_weight, "mmd_weight", 0)
         real_in(self.cfg_dropout, "--cfg-dropout", 0, 0.99)
         real_in(self.residual_weight, "--residual-weight", 0)
+        real_in(self.latent_residual_weight, "--latent-residual-weight", 0)
         one_of(self.coupling, "--coupling", ("independent", "ot"))
 
 

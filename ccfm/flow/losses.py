@@ -21,11 +21,12 @@ _MIN_BANDWIDTH = 1e-8  # keeps σ² positive when all targets coincide
 class LossTerms:
     """One batch's loss and its parts (all scalar tensors but the counts)."""
 
-    total: Tensor  # expr_mse + latent_weight · latent_mse + mmd_weight · mmd + residual_weight · residual
+    total: Tensor  # expr_mse + latent_weight · latent_mse + mmd_weight · mmd + the residual weights · residuals
     expr_mse: Tensor  # expression velocity MSE over expression-training samples
     latent_mse: Tensor  # latent velocity MSE over latent-first samples (covered positions if masked)
     mmd: Tensor  # unbiased MMD² between one-step estimates and the targets, averaged over perturbations
     residual: Tensor  # squared mean predicted expression velocity per perturbation, averaged (0 if unweighted)
+    latent_residual: Tensor  # the same of the latent velocity over latent-first samples (0 if unweighted)
     n_expr: int  # samples that trained expression
     n_latent: int  # samples that trained the latent
 
@@ -92,18 +93,27 @@ def _per_perturbation(
     v_hat, x_t: (B_expr, G) of the expression samples, t: (B_expr,), trained_groups: (B_expr,); x1: (B, G) and
     groups: (B,) over the whole batch (every cell is a target of its perturbation).
     """
-    mmds, residuals = [], []
+    mmds = []
     for group in torch.unique(trained_groups).tolist():
         mine = trained_groups == group  # (B_expr,)
-        if want_residual:
-            residuals.append(v_hat[mine].mean(dim=0).pow(2).mean())
         if int(mine.sum()) >= 2:
             x1_hat = x_t[mine] + (1 - t[mine])[:, None] * v_hat[mine]  # (n, G)
             mmds.append(mmd2_unbiased(x1_hat, x1[groups == group]))
     zero = v_hat.sum() * 0.0
     mmd = torch.stack(mmds).mean() if mmds else zero
-    residual = torch.stack(residuals).mean() if residuals else zero
-    return mmd, residual
+    return mmd, group_mean_square(v_hat, trained_groups) if want_residual else zero
+
+
+def group_mean_square(v: Tensor, groups: Tensor) -> Tensor:
+    """Squared mean of the velocities v (n, ...) of each group (n,), over the other axes; averaged over groups
+    (exactly 0, still attached to v's graph, when n = 0)."""
+    means = [v[groups == g].float().mean(dim=0).pow(2).mean() for g in torch.unique(groups).tolist()]
+    return torch.stack(means).mean() if means else v.sum() * 0.0
+
+
+def groups_or_one(groups: Tensor | None, like: Tensor) -> Tensor:
+    """(B,) long group ids: `groups`, or all one group (B = like's length)."""
+    return torch.zeros(like.shape[0], dtype=torch.long, device=like.device) if groups is None else groups
 
 
 def _check_shapes(
@@ -137,6 +147,7 @@ def cascade_loss(
     latent_mask: Tensor | None = None,
     groups: Tensor | None = None,
     residual_weight: float = 0.0,
+    latent_residual_weight: float = 0.0,
 ) -> LossTerms:
     """The cascaded flow-matching loss of one batch.
 
@@ -148,14 +159,16 @@ def cascade_loss(
     MMD² compares the one-step estimates x̂1 = x_t + (1 − t)·v̂ of its expression samples with its target cells
     x1 (0 with < 2 expression samples), and `residual` is the squared mean of its predicted velocities over
     genes — with a prior source that mean is the learned residual over the prior, which the penalty keeps
-    small unless the data pull it away. Both are averaged over perturbations.
+    small unless the data pull it away. Both are averaged over perturbations. `latent_residual` is the same
+    penalty on v_latent_pred over the latent-first samples (with a latent prior source: the learned residual over
+    the additive latent), weighted by `latent_residual_weight` (v_latent_pred must then be velocities).
     """
     _check_shapes(v_expr_pred, v_expr_target, x_t, x1, t_expr, latent_first)
     if (v_latent_pred is None) != (v_latent_target is None):
         raise ValueError("v_latent_pred and v_latent_target must both be tensors or both be None")
     if v_latent_pred is None:
         trains_expr = torch.ones_like(latent_first, dtype=torch.bool)  # (B,)
-        latent_mse = v_expr_pred.new_zeros((), dtype=torch.float32)
+        latent_mse = latent_residual = v_expr_pred.new_zeros((), dtype=torch.float32)
     else:
         if v_latent_pred.shape != v_latent_target.shape or v_latent_pred.shape[:2] != v_expr_pred.shape:
             raise ValueError(
@@ -164,18 +177,26 @@ def cascade_loss(
             )
         trains_expr = ~latent_first  # (B,)
         latent_mse = _latent_mse(v_latent_pred, v_latent_target, latent_first, latent_mask)
+        latent_residual = v_latent_pred.new_zeros((), dtype=torch.float32)
+        if latent_residual_weight > 0:
+            latent_residual = group_mean_square(v_latent_pred[latent_first], groups_or_one(groups, latent_first)[latent_first])
     v_hat = v_expr_pred[trains_expr].float()  # (B_expr, G)
     expr_mse = _mean_or_zero((v_hat - v_expr_target[trains_expr].float()).pow(2), v_expr_pred)
     n_expr = int(trains_expr.sum())
-    groups = torch.zeros_like(t_expr, dtype=torch.long) if groups is None else groups
+    groups = groups_or_one(groups, t_expr)
     mmd, residual = _per_perturbation(v_hat, x_t[trains_expr].float(), t_expr[trains_expr].float(), x1.float(),
                                       groups[trains_expr], groups, residual_weight > 0)  # fmt: skip
     return LossTerms(
-        total=expr_mse + latent_weight * latent_mse + mmd_weight * mmd + residual_weight * residual,
+        total=expr_mse
+        + latent_weight * latent_mse
+        + mmd_weight * mmd
+        + residual_weight * residual
+        + latent_residual_weight * latent_residual,
         expr_mse=expr_mse,
         latent_mse=latent_mse,
         mmd=mmd,
         residual=residual,
+        latent_residual=latent_residual,
         n_expr=n_expr,
         n_latent=v_expr_pred.shape[0] - n_expr,
     )

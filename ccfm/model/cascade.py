@@ -150,6 +150,8 @@ class CascadedFlowModel(nn.Module):
         if cfg.latent == "scgpt":
             self.t_latent_embedder = TimestepEmbedder(hidden, scale=cfg.time_scale)
             self.latent_embedder = LatentEmbedder(cfg.latent_width, cfg.latent_bottleneck, hidden)
+            if cfg.latent_prior_tokens:  # the prior's mean code apart from the noisy z_t (the latent shift tokens)
+                self.prior_embedder = LatentEmbedder(cfg.latent_width, cfg.latent_bottleneck, hidden)
             self.latent_head = LatentHead(hidden, cfg.heads, cfg.latent_width, cfg.latent_head_blocks)
             self.latent_space = LatentSpace(
                 cfg.n_genes, cfg.n_genes + cfg.n_drugs, cfg.latent_dim, cfg.latent_pca, cfg.latent_source,
@@ -198,6 +200,8 @@ class CascadedFlowModel(nn.Module):
         if self.has_latent:
             c = c + self.t_latent_embedder(_batch_time("t_latent", inputs.t_latent, b))  # (B, H)
             tokens = tokens + self.latent_embedder(inputs.z_t)  # (B, G, H)
+            if self.cfg.latent_prior_tokens:
+                tokens = tokens + self.prior_embedder(self.latent_space.prior_code(inputs.pert, inputs.genes))
         for layer in self.layers:
             tokens = layer(tokens, gene_tokens, control_tokens, pert, c)  # (B, G, H)
         expr_velocity = self.expr_head(tokens, pert) if inputs.heads != "latent" else None  # (B, G)
