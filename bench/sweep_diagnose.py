@@ -49,17 +49,18 @@ def main(argv: list[str] | None = None) -> None:
     in_parallel(s, quality._train_job, [(data, store, j) for j in [*jobs, none]])
     reports = in_parallel(s, quality._score_job, [(j.folder, (), ()) for j in jobs])
     diagnosed = in_parallel(s, _diagnose_variant, [(store, j.folder, none.folder) for j in jobs])
-    print("| variant | pearson_delta / mse | stage 1: generated / additive / training-mean | stage 2: generated / none |")
+    stage1, stage2 = "stage 1: generated / additive / training-mean", "stage 2: generated / none"
+    print(f"| variant | pearson_delta / mse | {stage1} | {stage2} |")
     print("|---|---|---|---|")
     for job, report, path in zip(jobs, reports, diagnosed, strict=True):
         means = fold_means(per_perturbation(report, types), [])
         cell = means[(means["subset"] == "all") & (means["method"] != "control")].set_index("metric")["value"]
         d = json.loads(path.read_text())["mean"]
-        stage1 = " / ".join(
+        latent = " / ".join(
             f"{d[f'latent {k}: pearson']:.3f}" for k in ("generated", "additive latent", "training-mean latent")
         )
         print(
-            f"| {job.variant.name} | {cell['pearson_delta']:.3f} / {cell['mse']:.4f} | {stage1} | "
+            f"| {job.variant.name} | {cell['pearson_delta']:.3f} / {cell['mse']:.4f} | {latent} | "
             f"{d['ccfm: pearson_delta']:.3f} / {d['no-latent: pearson_delta']:.3f} |"
         )
 

@@ -35,7 +35,7 @@ def _latent_prior_checks(latent_target: str, latent_source: str, prior_tokens: b
             "--latent-source prior (or use --latent-target clean)."
         )
     if prior_tokens and latent_source != "prior":
-        raise CCFMError("--latent-prior-tokens gives the tokens the latent prior's mean: it needs --latent-source prior")
+        raise CCFMError("--latent-prior-tokens gives tokens the latent prior's mean: it needs --latent-source prior")
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,8 @@ def cascade_loss(
         latent_mse = _latent_mse(v_latent_pred, v_latent_target, latent_first, latent_mask)
         latent_residual = v_latent_pred.new_zeros((), dtype=torch.float32)
         if latent_residual_weight > 0:
-            latent_residual = group_mean_square(v_latent_pred[latent_first], groups_or_one(groups, latent_first)[latent_first])
+            first_groups = groups_or_one(groups, latent_first)[latent_first]
+            latent_residual = group_mean_square(v_latent_pred[latent_first], first_groups)
     v_hat = v_expr_pred[trains_expr].float()  # (B_expr, G)
     expr_mse = _mean_or_zero((v_hat - v_expr_target[trains_expr].float()).pow(2), v_expr_pred)
     n_expr = int(trains_expr.sum())
