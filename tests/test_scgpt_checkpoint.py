@@ -26,8 +26,9 @@ from ccfm.scgpt.checkpoint import (
     load_scgpt,
     map_panel_to_vocab,
 )
-from ccfm.scgpt.torchtext_vocab import Vocab, import_scgpt, register_torchtext_stand_in, vocab
+from ccfm.scgpt.torchtext_vocab import Vocab, register_torchtext_stand_in, vocab
 from ccfm.scgpt.toy import SPECIAL_TOKENS, build_toy_checkpoint, census_gene_symbols
+from ccfm.scgpt.upstream import load_matching, scgpt_classes
 from pipeline import toy_scgpt
 
 D_MODEL, LAYERS = 32, 2  # the toy_scgpt_dir fixture's sizes
@@ -78,16 +79,21 @@ def test_toy_has_the_released_key_names_and_vocab_layout(toy_scgpt_dir: Path, to
     )
 
 
-def test_toy_loads_through_scgpt_load_pretrained_completely(toy_scgpt_dir: Path) -> None:
-    scgpt = import_scgpt()
+def test_toy_loads_completely_and_as_scgpts_own_load_pretrained_loads_it(toy_scgpt_dir: Path) -> None:
     state = _state(toy_scgpt_dir)
     renamed = {k.replace("Wqkv.", "in_proj_"): v for k, v in state.items()}
-    model = build_scgpt_model(_json(toy_scgpt_dir / "args.json"), _json(toy_scgpt_dir / "vocab.json"), seed=123)
-    scgpt.utils.load_pretrained(model, state, strict=False, verbose=False)
+    build = lambda: build_scgpt_model(_json(toy_scgpt_dir / "args.json"), _json(toy_scgpt_dir / "vocab.json"), 123)  # noqa: E731
+    model = build()
+    load_matching(model, state)
     checked = [k for k in model.state_dict() if k.startswith(ENCODER_PREFIXES)]
     assert len(checked) == 3 + 6 + 12 * LAYERS  # encoder, value encoder, 12 tensors per layer
     for key in checked:
         assert torch.equal(model.state_dict()[key], renamed[key]), key
+    scgpt = pytest.importorskip("scgpt")  # the whole package (its training stack installed): the same tensors
+    upstream = build()
+    scgpt.utils.load_pretrained(upstream, state, strict=False, verbose=False)
+    ours, theirs = model.state_dict(), upstream.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_load_scgpt_returns_a_frozen_model(toy_scgpt_dir: Path) -> None:
@@ -151,7 +157,7 @@ def test_stand_in_is_registered_once_and_scgpt_uses_it() -> None:
     assert first == second
     if first:  # no working torchtext in this environment (the expected case beside torch >= 2.4)
         assert sys.modules["torchtext.vocab"].Vocab is Vocab
-    gene_vocab_cls = import_scgpt().tokenizer.GeneVocab
+    gene_vocab_cls = scgpt_classes().GeneVocab
     assert issubclass(gene_vocab_cls, sys.modules["torchtext.vocab"].Vocab)
 
 
@@ -172,8 +178,8 @@ def test_a_broken_torchtext_binary_is_replaced_by_the_stand_in(tmp_path: Path) -
 
 
 def test_gene_vocab_from_file_on_the_60k_census_vocab() -> None:
-    path = Path(import_scgpt().tokenizer.__file__).parent / "default_census_vocab.json"
-    gene_vocab = import_scgpt().tokenizer.GeneVocab.from_file(path)
+    path = scgpt_classes().tokenizer_dir / "default_census_vocab.json"
+    gene_vocab = scgpt_classes().GeneVocab.from_file(path)
     token2idx = _json(path)
     assert len(gene_vocab) == len(token2idx) == 60_694
     assert gene_vocab.get_stoi() == token2idx
@@ -182,10 +188,14 @@ def test_gene_vocab_from_file_on_the_60k_census_vocab() -> None:
     assert gene_vocab["<cls>"] == 60_695 and gene_vocab.lookup_token(60_696) == "<eoc>"
 
 
-def test_importing_ccfm_does_not_import_scgpt() -> None:
+def test_importing_ccfm_does_not_import_scgpt_and_its_classes_come_without_its_training_stack() -> None:
     code = (
         "import sys, ccfm, ccfm.latent, ccfm.scgpt.checkpoint, ccfm.scgpt.toy;"
-        "assert 'scgpt' not in sys.modules and 'torchtext' not in sys.modules, 'eager import'"
+        "assert 'scgpt' not in sys.modules and 'torchtext' not in sys.modules, 'eager import';"
+        "from ccfm.scgpt.upstream import scgpt_classes; c = scgpt_classes();"
+        "assert c.TransformerModel.__name__ == 'TransformerModel' and c.GeneVocab.__name__ == 'GeneVocab';"
+        "heavy = {'scgpt', 'datasets', 'scanpy', 'IPython', 'anndata'} & set(sys.modules);"
+        "assert not heavy, heavy"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -2,9 +2,9 @@
 
 The folder holds `best_model.pt` (a state dict saved with flash-attention key names, `self_attn.Wqkv.*`),
 `vocab.json` ({token: id}, specials last) and `args.json` (the training config). The model is built the way
-scGPT's embedding tutorials build it, without the flash path, and loaded with `scgpt.utils.load_pretrained`.
-That function silently drops tensors whose name or shape differ, so every tensor on the embedding path
-(`encoder.*`, `value_encoder.*`, `transformer_encoder.*`) is verified afterwards.
+scGPT's embedding tutorials build it, without the flash path, and loaded as `scgpt.utils.load_pretrained` loads it
+(`ccfm.scgpt.upstream.load_matching`). That silently drops tensors whose name or shape differ, so every tensor on
+the embedding path (`encoder.*`, `value_encoder.*`, `transformer_encoder.*`) is verified afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ccfm.errors import CCFMError
-from ccfm.scgpt.torchtext_vocab import import_scgpt
+from ccfm.scgpt.upstream import load_matching, scgpt_classes
 
 CHECKPOINT_FILES = ("best_model.pt", "vocab.json", "args.json")
 # The tensors that produce `_encode`'s per-gene features; the decoders are never used by CCFM.
@@ -145,7 +145,7 @@ def build_scgpt_model(args: Mapping[str, Any], vocab: Any, seed: int = 0) -> tor
     `vocab` is a GeneVocab or a {token: id} mapping; `seed` fixes the initial weights. The loader and the toy
     checkpoint share this function, so the toy has exactly the architecture the loader expects.
     """
-    model_class = import_scgpt().model.TransformerModel
+    model_class = scgpt_classes().TransformerModel
 
     # Module init draws from the global RNG; fork it so that building never changes a caller's stream.
     with torch.random.fork_rng(devices=[]):
@@ -170,7 +170,7 @@ def build_scgpt_model(args: Mapping[str, Any], vocab: Any, seed: int = 0) -> tor
             n_input_bins=args["n_bins"],
             cell_emb_style="cls",
             explicit_zero_prob=False,
-            use_fast_transformer=False,  # flash-attn is CUDA-only; load_pretrained renames Wqkv -> in_proj_
+            use_fast_transformer=False,  # flash-attn is CUDA-only; load_matching renames Wqkv -> in_proj_
             pre_norm=False,
         )
 
@@ -226,10 +226,9 @@ def load_scgpt(folder: Path, device: torch.device | str = "cpu") -> ScgptModel:
     state = _read_state(folder / "best_model.pt")
     _check_args_against_weights(args, state, len(token2idx), folder)
 
-    scgpt = import_scgpt()
-    vocab = scgpt.tokenizer.GeneVocab.from_dict(token2idx, default_token=args["pad_token"])
+    vocab = scgpt_classes().GeneVocab.from_dict(token2idx, default_token=args["pad_token"])
     model = build_scgpt_model(args, vocab)
-    scgpt.utils.load_pretrained(model, state, strict=False, verbose=False)
+    load_matching(model, state)
     _verify_transfer(model, state, folder / "best_model.pt")
     model.eval()
     model.requires_grad_(False)

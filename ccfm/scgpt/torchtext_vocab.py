@@ -10,15 +10,11 @@ torchtext's semantics and error types.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import sys
 import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
-from types import ModuleType
-
-from ccfm.errors import CCFMError
 
 # Marks the modules this file puts into sys.modules, so registration is idempotent and recognisable.
 _STAND_IN_MARK = "__ccfm_torchtext_stand_in__"
@@ -182,21 +178,3 @@ def register_torchtext_stand_in() -> bool:
     sys.modules["torchtext"] = package
     sys.modules["torchtext.vocab"] = submodule
     return True
-
-
-def import_scgpt() -> ModuleType:
-    """`import scgpt` with the torchtext stand-in registered first and scGPT's INFO logging silenced."""
-    register_torchtext_stand_in()
-    try:
-        with warnings.catch_warnings():
-            # scgpt.model warns at import when flash-attn is absent; CCFM never uses the flash path.
-            warnings.filterwarnings("ignore", message="flash_attn is not installed")
-            import scgpt
-    except ImportError as exc:
-        raise CCFMError(
-            f"cannot import scgpt ({exc}); install it with `pip install --no-deps scgpt==0.2.4` "
-            "plus the project's dependencies (`make install`)"
-        ) from exc
-    # scgpt attaches its own stdout handler at INFO level; keep its chatter out of CCFM's output.
-    logging.getLogger("scGPT").setLevel(logging.WARNING)
-    return scgpt

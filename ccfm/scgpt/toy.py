@@ -22,7 +22,7 @@ import torch
 from ccfm.atomic import fsync_tree
 from ccfm.errors import CCFMError
 from ccfm.scgpt.checkpoint import build_scgpt_model
-from ccfm.scgpt.torchtext_vocab import import_scgpt
+from ccfm.scgpt.upstream import scgpt_classes
 
 SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")  # appended after the genes, as in the release
 OTHER_CENSUS_GENES = 2_000  # census genes sampled beside the requested ones: a realistic vocab subset
@@ -32,7 +32,7 @@ FLAG_ENCODER_STD = 0.02
 
 def census_gene_symbols() -> list[str]:
     """The 60,694 gene symbols of the scgpt wheel's census vocab, in id order (= the release's first ids)."""
-    tokenizer_dir = Path(import_scgpt().tokenizer.__file__).parent
+    tokenizer_dir = scgpt_classes().tokenizer_dir
     token2idx: dict[str, int] = json.loads((tokenizer_dir / "default_census_vocab.json").read_text())
     return sorted(token2idx, key=token2idx.__getitem__)
 
