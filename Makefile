@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo_out
 
-.PHONY: demo test install bench quality clean
+.PHONY: demo test install bench quality gpu-bench clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ quality: $(STAMP)
 	$(QUALITY) $(PICKED) --interactions random --work bench/results/quality_random --report docs/quality/random
 	$(QUALITY) $(PICKED) --pretrain-minutes 3 --interactions modules --work bench/results/quality_modules_pretrained --report docs/quality/modules
 	$(QUALITY) $(PICKED) --no-diagnose --pretrain-minutes 3 --dataset combosciplex --work bench/results/quality_combosciplex_pretrained --report docs/quality/combosciplex
+
+# The GPU benchmark (extraction, training, generation at full size; <= 8 min on one H200) -> $$OUT/gpu.md. Runs on the
+# GPU machine with its own python3 (no venv): the wheels it lacks come from scripts/gpu_wheels.sh, carried in .whl/.
+# `bash bench/gpu.sh --rehearse` runs it on a CPU at tiny sizes (tests/test_gpu_bench.py does).
+gpu-bench:
+	bash bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from ccfm.errors import CCFMError
 from ccfm.latent.fingerprint import cell_hashes, panel_hash
@@ -90,7 +91,8 @@ class LatentSource:
                     "with or re-extract"
                 )
             seed = record.seed if seed is None else seed
-            extractor = FeatureExtractor(scgpt, store.array("vocab_ids"), seed=seed)
+            # bf16 autocast on a GPU, as `ccfm extract` runs it (ignored on a CPU)
+            extractor = FeatureExtractor(scgpt, store.array("vocab_ids"), seed=seed, autocast=torch.bfloat16)
         return cls(store, extractor, batch_size)
 
     def check_panel(self, genes: list[str], vocab_ids: np.ndarray | None = None) -> None:

@@ -1,0 +1,291 @@
+"""The GPU benchmark: extraction, training and generation at full size on one accelerator, in one run.
+
+    bash bench/gpu.sh              # the GPU machine: full size, results under $OUT (≤ 8 min on one H200)
+    bash bench/gpu.sh --rehearse   # any CPU: the same code at tiny sizes (tests/test_gpu_bench.py runs it)
+
+1. Extraction with the full-size stand-in scGPT (d 512, 12 layers, 8 heads, the release's 60,697-token
+   vocabulary; random weights) over a full-scale simulated Norman (scale 1 ≈ 91k cells, G = 1000): `ccfm
+   extract` end to end in cells/s (bf16 autocast on a GPU), batched vs a naive one-cell loop, and the encoder's
+   FLOPs per cell (bench.extract.encoder_flops: per layer and token 2·(4D² + 2DF) + 4·L·D, real tokens only)
+   against the chip's rate: the physical limit in cells/s at the stated peak, and a measured bf16 matmul.
+2. Training at the `base` preset: seconds per step from the cache vs with on-the-fly scGPT on the same device,
+   the share of step time waiting for the loader's workers, peak memory, achieved TFLOP/s (torch's FLOP counter
+   over one step).
+3. Generation: cells/s of the cascaded sampler (latent, then expression) vs the no-latent model, same steps.
+
+Everything is a STAND-IN (simulated cells, random-weight scGPT): the figures are speeds, not results.
+Writes gpu.json and gpu.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.common import machine
+from bench.extract import encoder_flops
+from bench.train import _wait_share
+from ccfm.config import ExtractConfig, ModelKnobs, SamplerConfig, SimulateConfig, TrainConfig
+from ccfm.data.loading import load_dataset
+from ccfm.data.panel import panel_columns
+from ccfm.flow.generation import generate_cells
+from ccfm.latent.store import LatentStore
+from ccfm.model import build_model
+from ccfm.scgpt.checkpoint import load_scgpt
+from ccfm.scgpt.extractor import FeatureExtractor, coverage
+from ccfm.scgpt.toy import build_toy_checkpoint
+from pipeline import extract, simulate
+from pipeline.runtime import DistContext, resolve_device
+from pipeline.train import Trainer
+from pipeline.train_setup import SourceSpec, prepare
+
+PEAK_BF16_FLOPS = 790e12  # the H200's dense bf16 rate this benchmark is judged against (the issue's figure)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    scale: float  # simulated Norman: cells per real cell (1.0 ≈ 91k cells)
+    genes: int  # panel size G
+    scgpt: tuple[int, int, int]  # the stand-in's D, layers, heads (vocabulary: always the release's)
+    extract_batch: int  # cells per scGPT forward pass
+    naive_cells: int  # cells of the batched-vs-naive comparison
+    preset: str  # flow model
+    train_batch: int
+    train_steps: int  # timed steps per arm
+    workers: int  # loader processes
+    generate_cells: int
+    sampler_steps: int  # per stage
+
+
+FULL = Sizes(1.0, 1000, (512, 12, 8), 256, 256, "base", 48, 20, 8, 2048, 20)
+REHEARSAL = Sizes(0.01, 128, (64, 2, 4), 32, 8, "tiny", 8, 2, 2, 16, 2)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class OnDeviceSpec(SourceSpec):
+    """A source that computes every cell with the frozen scGPT on the training device (the on-the-fly arm)."""
+
+    device: str = "cpu"
+
+    def open(self):  # noqa: ANN201 - LatentSource.get's contract
+        from ccfm.latent.source import LatentBatch, LatentSource
+
+        source = LatentSource.open(self.cache, load_scgpt(self.scgpt, self.device), self.batch_size)
+
+        def computed(names, expression):  # noqa: ANN001, ANN202
+            out = source.compute(list(names), expression)
+            return LatentBatch(out.features.astype(np.float32), out.covered, 0)
+
+        source.get = computed
+        return source
+
+
+def matmul_flops(device: torch.device, n: int) -> float:
+    """FLOP/s of an (n × n) @ (n × n) matmul on `device` (bf16 on a GPU, float32 on a CPU)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    repeat = 20
+    seconds = _seconds(lambda: [a @ b for _ in range(repeat)], device)
+    return 2 * n**3 * repeat / seconds
+
+
+def bench_extraction(s: Sizes, work: Path, device: torch.device) -> tuple[dict[str, Any], Path, Path]:
+    started = time.perf_counter()
+    data = work / "norman.h5ad"
+    simulate.run(SimulateConfig(kind="norman", out=data, scale=s.scale, seed=0))
+    simulated = time.perf_counter() - started
+    d, layers, heads = s.scgpt
+    ckpt = build_toy_checkpoint(work / "scgpt", d_model=d, layers=layers, heads=heads, genes=None, seed=0)
+    store = work / "store.zarr"
+    cfg = ExtractConfig(data=data, scgpt=ckpt, out=store, n_genes=s.genes, batch_size=s.extract_batch,
+                        device=str(device))  # fmt: skip
+    wall = _seconds(lambda: extract.run(cfg), device)
+    n_cells = LatentStore.open(store).n_cells
+    # batched vs naive on the same cells, the extractor as `ccfm extract` builds it
+    scgpt, opened, cells = load_scgpt(ckpt, device), LatentStore.open(store), load_dataset(data)
+    rows = np.sort(
+        np.random.default_rng(0).choice(cells.n_cells, size=min(s.naive_cells, cells.n_cells), replace=False)
+    )
+    panel = cells.expression[rows][:, panel_columns(cells, opened.array("genes").tolist())]
+    panel = panel.toarray() if hasattr(panel, "toarray") else np.asarray(panel)  # (n, G)
+    names = cells.obs_names[rows].tolist()
+    extractor = FeatureExtractor(scgpt, opened.array("vocab_ids"), autocast=torch.bfloat16)
+    extractor.extract_sorted(panel[:2], names[:2], batch_size=2)  # warm-up
+    naive = _seconds(lambda: [extractor.extract(panel[i : i + 1], names[i : i + 1]) for i in range(len(names))], device)
+    batched = _seconds(lambda: extractor.extract_sorted(panel, names, batch_size=s.extract_batch), device)
+    tokens = coverage(panel, extractor.vocab_ids).sum(axis=1) + 1  # + <cls>
+    _, useful = encoder_flops(scgpt.args, tokens.tolist(), int(tokens.max()))
+    per_cell = useful / len(names)
+    matmul = matmul_flops(device, 4096 if device.type == "cuda" else 512)
+    peak = PEAK_BF16_FLOPS if device.type == "cuda" else matmul
+    return (
+        {
+            "cells": n_cells,
+            "simulate_s": simulated,
+            "extract_s": wall,
+            "end_to_end_cells_per_s": n_cells / wall,
+            "naive_cells_per_s": len(names) / naive,
+            "batched_cells_per_s": len(names) / batched,
+            "batched_over_naive": naive / batched,
+            "mean_tokens_per_cell": float(tokens.mean()),
+            "gflop_per_cell": per_cell / 1e9,
+            "peak_tflops_assumed": peak / 1e12,
+            "physical_limit_cells_per_s": peak / per_cell,
+            "matmul_tflops_measured": matmul / 1e12,
+            "batched_tflops": per_cell * len(names) / batched / 1e12,
+        },
+        data,
+        ckpt,
+    )
+
+
+def bench_training(s: Sizes, data: Path, ckpt: Path, work: Path, device: torch.device) -> tuple[dict, Trainer]:
+    from ccfm.data.batches import BatchStream
+
+    cfg = TrainConfig(data=data, cache=work / "store.zarr", out=work / "run", model=ModelKnobs(preset=s.preset),
+                      steps=s.train_steps + 2, batch_size=s.train_batch, workers=s.workers, device=str(device),
+                      scgpt=ckpt)  # fmt: skip
+    trainer = Trainer(cfg, prepare(cfg), DistContext(0, 1, 0), device)
+    cells, steps = trainer.setup.cells, s.train_steps + 2
+    cached = BatchStream(cells, SourceSpec(cfg.cache, None), s.train_batch, None, cfg.seed, steps=steps)
+    fly = BatchStream(cells, OnDeviceSpec(cfg.cache, ckpt, device=str(device)), s.train_batch, None, cfg.seed,
+                      steps=steps)  # fmt: skip
+
+    def per_step(stream: BatchStream) -> float:
+        trainer.train_step(stream[0])  # warm-up (lazy opening, kernels)
+        return _seconds(lambda: [trainer.train_step(stream[k]) for k in range(1, s.train_steps + 1)], device) / (
+            s.train_steps
+        )
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    cached_s, fly_s = per_step(cached), per_step(fly)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(cached[1])
+    wait = _wait_share(trainer, s.train_steps)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "preset": s.preset,
+        "batch": s.train_batch,
+        "cached_s_per_step": cached_s,
+        "on_the_fly_s_per_step": fly_s,
+        "on_the_fly_over_cached": fly_s / cached_s,
+        "data_wait_share": wait,
+        "workers": s.workers,
+        "peak_gpu_memory_gb": None if peak is None else peak / 1e9,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "step_tflop": counter.get_total_flops() / 1e12,
+        "achieved_tflops": counter.get_total_flops() / cached_s / 1e12,
+    }, trainer
+
+
+def bench_generation(s: Sizes, trainer: Trainer, device: torch.device) -> dict[str, Any]:
+    cascaded = trainer.model.eval()
+    none = build_model(dataclasses.replace(cascaded.cfg, latent="none")).to(device).eval()
+    g = len(trainer.setup.genes)  # the panel: the first G gene ids
+    control = torch.rand(s.generate_cells, g, device=device)
+    pert = torch.randint(0, g, (s.generate_cells, 2), device=device)
+    cfg = SamplerConfig(method="euler", steps=s.sampler_steps, latent_steps=s.sampler_steps)
+
+    def cells_per_s(model: torch.nn.Module) -> float:
+        run = lambda: generate_cells(model, control, pert, torch.Generator(device).manual_seed(0), cfg)  # noqa: E731
+        with torch.no_grad():
+            run()  # warm-up
+            return s.generate_cells / _seconds(run, device)
+
+    rates = {"cascaded_cells_per_s": cells_per_s(cascaded), "no_latent_cells_per_s": cells_per_s(none)}
+    return {**rates, "cells": s.generate_cells, "sampler": f"euler {s.sampler_steps} steps per stage",
+            "no_latent_over_cascaded": rates["no_latent_cells_per_s"] / rates["cascaded_cells_per_s"]}  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    e, t, g = result["extraction"], result["training"], result["generation"]
+    rows = [
+        ("extraction, end to end (`ccfm extract`)", f"{e['end_to_end_cells_per_s']:,.0f} cells/s", ""),
+        ("extraction, batched vs naive one-cell loop", f"{e['batched_over_naive']:.1f}x", ">= 5x"),
+        ("extraction, batched model", f"{e['batched_cells_per_s']:,.0f} cells/s", ""),
+        ("encoder FLOPs per cell (real tokens)", f"{e['gflop_per_cell']:.3g} GFLOP", ""),
+        (f"physical limit at {e['peak_tflops_assumed']:.3g} TFLOP/s", f"{e['physical_limit_cells_per_s']:,.0f} cells/s",
+         ""),
+        ("batched model vs measured matmul", f"{e['batched_tflops']:.3g} / {e['matmul_tflops_measured']:.3g} TFLOP/s",
+         ""),
+        ("training step, cache", f"{t['cached_s_per_step']:.4f} s", ""),
+        ("training step, on-the-fly scGPT", f"{t['on_the_fly_s_per_step']:.4f} s", ""),
+        ("on-the-fly / cache", f"{t['on_the_fly_over_cached']:.1f}x", ">= 10x"),
+        (f"data-wait share ({t['workers']} workers)", f"{100 * t['data_wait_share']:.1f} %", "<= 20 %"),
+        ("training, achieved", f"{t['achieved_tflops']:.3g} TFLOP/s", ""),
+        ("peak GPU memory" if t["peak_gpu_memory_gb"] is not None else "peak RSS",
+         f"{t['peak_gpu_memory_gb'] or t['peak_rss_gb']:.2f} GB", ""),
+        ("generation, cascaded", f"{g['cascaded_cells_per_s']:,.0f} cells/s", ""),
+        ("generation, no-latent", f"{g['no_latent_cells_per_s']:,.0f} cells/s", ""),
+    ]  # fmt: skip
+    head = [f"<!-- bench/gpu.py {result['date']}; {result['machine']}; {result['sizes_name']} -->", "",
+            f"{result['stand_in']}", "", "| measure | value | goal |", "|---|---|---|"]  # fmt: skip
+    return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in rows]) + "\n"
+
+
+def run(s: Sizes, name: str, out: Path, device: torch.device) -> dict[str, Any]:
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    extraction, data, ckpt = bench_extraction(s, work, device)
+    training, trainer = bench_training(s, data, ckpt, work, device)
+    result = {
+        "benchmark": "gpu",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "device": str(device),
+        "sizes_name": name,
+        "sizes": dataclasses.asdict(s),
+        "stand_in": "SIMULATED Norman cells and a random-weight stand-in scGPT: speeds, not results",
+        "extraction": extraction,
+        "training": training,
+        "generation": bench_generation(s, trainer, device),
+    }
+    result["minutes"] = (time.perf_counter() - started) / 60
+    (out / "gpu.json").write_text(json.dumps(result, indent=2))
+    (out / "gpu.md").write_text(markdown(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--rehearse", action="store_true", help="tiny sizes on whatever device there is (CPU)")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device, 0)
+    name, sizes = ("rehearsal", REHEARSAL) if args.rehearse else ("full", FULL)
+    if name == "full" and device.type != "cuda":
+        raise SystemExit("bench/gpu.sh needs a GPU at full size; --rehearse runs it on a CPU at tiny sizes")
+    run(sizes, name, args.out, device)
+    print((args.out / "gpu.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
