@@ -256,10 +256,12 @@ def train(
     latent_pca: knob.LatentPca = _MODEL.latent_pca,
     latent_source: knob.LatentSource = _MODEL.latent_source,
     latent_source_noise: knob.LatentSourceNoise = _MODEL.latent_source_noise,
+    latent_prior_tokens: knob.LatentPriorTokens = _MODEL.latent_prior_tokens,
     source: knob.Source = _MODEL.source,
     source_noise: knob.SourceNoise = _MODEL.source_noise,
     pert_cells: knob.PertCells = _TRAIN["pert_cells"],
     residual_weight: knob.ResidualWeight = _OBJECTIVE.residual_weight,
+    latent_residual_weight: knob.LatentResidualWeight = _OBJECTIVE.latent_residual_weight,
     target_flag: knob.TargetFlag = _MODEL.target_flag,
     shift_tokens: knob.ShiftTokens = _MODEL.shift_tokens,
     interaction_head: knob.InteractionHead = _MODEL.interaction_head,
@@ -284,13 +286,15 @@ def train(
         model = ModelKnobs(
             preset=preset, latent=latent, latent_target=latent_target, latent_pca=latent_pca,  # type: ignore[arg-type]
             latent_source=latent_source, latent_source_noise=latent_source_noise,  # type: ignore[arg-type]
+            latent_prior_tokens=latent_prior_tokens,
             source=source, source_noise=source_noise, target_flag=target_flag,  # type: ignore[arg-type]
             shift_tokens=shift_tokens, interaction_head=interaction_head,
         )  # fmt: skip
         times = CascadeTimeConfig(latent_first_prob, t_latent_for_expr)  # type: ignore[arg-type]
         objective = ObjectiveConfig(
             times=times, latent_weight=latent_weight, latent_loss=latent_loss,  # type: ignore[arg-type]
-            residual_weight=residual_weight, coupling=coupling, cfg_dropout=cfg_dropout,  # type: ignore[arg-type]
+            residual_weight=residual_weight, latent_residual_weight=latent_residual_weight,
+            coupling=coupling, cfg_dropout=cfg_dropout,  # type: ignore[arg-type]
         )  # fmt: skip
         schema = SchemaOverrides(pert_col=pert_col, control=control, gene_col=gene_col, counts_layer=counts_layer)
         return TrainConfig(

@@ -278,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--rehearse", action="store_true", help="tiny sizes on whatever device there is (CPU)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--scale", type=float, help="simulated Norman's scale instead of the size's (full: 1 ≈ 91k cells)")
     args = p.parse_args(argv)
     device = resolve_device(args.device, 0)
     name, sizes = ("rehearsal", REHEARSAL) if args.rehearse else ("full", FULL)
+    if args.scale is not None:
+        sizes = dataclasses.replace(sizes, scale=args.scale)
     if name == "full" and device.type != "cuda":
         raise SystemExit("bench/gpu.sh needs a GPU at full size; --rehearse runs it on a CPU at tiny sizes")
     run(sizes, name, args.out, device)

@@ -56,6 +56,17 @@ def _quality_lines() -> list[str]:
     ]
 
 
+def _gpu_lines() -> list[str]:
+    """The GPU benchmark's last full-size table (bench/gpu.sh writes it on the GPU machine), or why there is none."""
+    path = RESULTS / "gpu" / "gpu.md"
+    intro = ("Extraction, training and generation at full size on one GPU: `bash bench/gpu.sh` (`make gpu-bench`) on "
+             "the GPU machine, with the wheels of `scripts/gpu_wheels.sh`; `bash bench/gpu.sh --rehearse` runs it on a "
+             "CPU at tiny sizes (tests/test_gpu_bench.py).")  # fmt: skip
+    if path.exists() and json.loads((path.parent / "gpu.json").read_text())["sizes_name"] == "full":
+        return [intro, "", path.read_text()]
+    return [intro, "", "Not run on a GPU yet: no GPU machine has been lent to this project since the script exists."]
+
+
 def render(walls: dict[str, float]) -> str:
     lines = [
         "# Benchmarks",
@@ -81,6 +92,7 @@ def render(walls: dict[str, float]) -> str:
         when = f"Measured {payload['date']} on {payload['machine']}"
         lines += [when + (f", {walls[name]:.0f} s wall." if name in walls else "."), ""]
         lines += [*_table(payload), ""]
+    lines += ["## gpu", "", *_gpu_lines(), ""]
     lines += ["## Quality", "", *_quality_lines(), ""]
     (DOCS / "benchmarks.json").write_text(json.dumps(gathered, indent=2) + "\n")
     return "\n".join(lines)

@@ -29,6 +29,8 @@ LatentSource = Annotated[
     str, typer.Option(help="The latent flow's z0: prior (control + code shifts of singles) or noise.")
 ]
 LatentSourceNoise = Annotated[float, typer.Option(help="Std of the noise added to the latent prior.")]
+LatentPriorTokens = Annotated[bool, typer.Option(help="Latent prior: tokens also read its mean code, apart from z_t.")]
+LatentResidualWeight = Annotated[float, typer.Option(help="Penalty on the latent's learned residual over its prior.")]
 Source = Annotated[str, typer.Option(help="The flow's x0: prior (control + Δ of singles), control, noise.")]
 SourceNoise = Annotated[float, typer.Option(help="Std of the noise added to the prior/control source.")]
 PertCells = Annotated[int, typer.Option(help="Cells per perturbation in a batch (mixes batch // this).")]
