@@ -4,7 +4,8 @@
         --pretrain-minutes 3
 
 Uses `bench.quality`'s settings, data, store and validation draw (split seed 1), and its finished runs under
---work (a variant already trained there is not trained again). Each variant is trained and generated as the
+--work (a variant already trained there is not trained again); with `--seed N` (N > 0) the runs are trained with
+that seed under --work/sweep_seedN, on the same data and store. Each variant is trained and generated as the
 sweep does, scored by cell-eval on its own, and run through `bench.diagnose` against the validation draw's
 no-latent run. Prints one row per variant: cell-eval pearson_delta / mse, stage 1's generated latent shift
 beside the additive and training-mean latents, stage 2 from the generated latent and with none.
@@ -13,6 +14,7 @@ beside the additive and training-mean latents, stage 2 from the generated latent
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -44,7 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(job_threads(s))
     data, store = quality.prepare_inputs(s)
     types = quality.double_types(data)
-    jobs = [j for j in quality.sweep_jobs(s) if j.variant.name in args.variants]
+    runs = s.work / ("sweep" if s.seed == 0 else f"sweep_seed{s.seed}")  # --seed N: a second training seed
+    jobs = [
+        dataclasses.replace(j, folder=runs / j.variant.name)
+        for j in quality.sweep_jobs(s)
+        if j.variant.name in args.variants
+    ]
     none = quality.Job(s.work / "sweep" / "no_latent", "none", quality.SWEEP[0], quality.SWEEP_SPLIT_SEED, 0)
     in_parallel(s, quality._train_job, [(data, store, j) for j in [*jobs, none]])
     reports = in_parallel(s, quality._score_job, [(j.folder, (), ()) for j in jobs])
