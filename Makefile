@@ -37,7 +37,7 @@ bench: $(STAMP)
 # -> docs/quality/<name>/
 # (about 90 min on 2 cores, an estimate: the four were not timed alone; a rerun skips finished runs).
 QUALITY := $(BIN)/python -m bench.quality
-PICKED  := --no-sweep --variant prior-pca32
+PICKED  := --no-sweep --variant prior-pca32-ptok
 quality: $(STAMP)
 	$(QUALITY) --pretrain-minutes 3 --interactions random --work bench/results/quality_random_pretrained --report docs/quality/random_pretrained
 	$(QUALITY) $(PICKED) --interactions random --work bench/results/quality_random --report docs/quality/random

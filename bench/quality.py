@@ -76,22 +76,24 @@ class Variant:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+OLD = dict(latent_prior_tokens=False)  # the rows before the prior tokens became the default keep their meaning
 SWEEP = (
     Variant("noise-full", dict(latent_pca=0, latent_source="noise")),  # the cascade before this study (xpred)
     Variant("noise-pca8", dict(latent_pca=8, latent_source="noise")),
-    Variant("prior-full", dict(latent_pca=0)),
-    Variant("prior-pca8", dict(latent_pca=8)),
-    Variant("prior-pca8-late", dict(latent_pca=8, t_latent_for_expr="late")),
-    Variant("prior-pca8-p0.2", dict(latent_pca=8, latent_first_prob=0.2)),
-    Variant("prior-pca32", dict(latent_pca=32)),
-    Variant("prior-pca32-s2", dict(latent_pca=32, latent_source_noise=2.0)),
-    Variant("prior-pca32-residual", dict(latent_pca=32, latent_target="residual")),
-    Variant("prior-pca32-residual-s2", dict(latent_pca=32, latent_target="residual", latent_source_noise=2.0)),
-    Variant("prior-pca32-xloss", dict(latent_pca=32, latent_loss="clean")),
+    Variant("prior-full", dict(latent_pca=0, **OLD)),
+    Variant("prior-pca8", dict(latent_pca=8, **OLD)),
+    Variant("prior-pca8-late", dict(latent_pca=8, t_latent_for_expr="late", **OLD)),
+    Variant("prior-pca8-p0.2", dict(latent_pca=8, latent_first_prob=0.2, **OLD)),
+    Variant("prior-pca32", dict(latent_pca=32, **OLD)),
+    Variant("prior-pca32-s2", dict(latent_pca=32, latent_source_noise=2.0, **OLD)),
+    Variant("prior-pca32-residual", dict(latent_pca=32, latent_target="residual", **OLD)),
+    Variant("prior-pca32-residual-s2", dict(latent_pca=32, latent_target="residual", latent_source_noise=2.0, **OLD)),
+    Variant("prior-pca32-xloss", dict(latent_pca=32, latent_loss="clean", **OLD)),
     Variant("prior-pca32-ptok", dict(latent_pca=32, latent_prior_tokens=True)),
-    Variant("prior-pca32-lres10", dict(latent_pca=32, latent_residual_weight=10.0)),
+    Variant("prior-pca32-lres10", dict(latent_pca=32, latent_residual_weight=10.0, **OLD)),
     Variant("prior-pca32-ptok-lres10", dict(latent_pca=32, latent_prior_tokens=True, latent_residual_weight=10.0)),
-    Variant("prior-pca32-residual-lres10", dict(latent_pca=32, latent_target="residual", latent_residual_weight=10.0)),
+    Variant("prior-pca32-residual-lres10", dict(latent_pca=32, latent_target="residual", latent_residual_weight=10.0,
+                                                **OLD)),  # fmt: skip
 )
 
 
@@ -363,7 +365,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     p.add_argument("--cells", default="32", help="generated cells per perturbation, or 'matched'")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the sweep; the folds use --variant")
-    p.add_argument("--variant", default="prior-pca32", help="with --no-sweep: the cascade settings (a sweep name)")
+    p.add_argument("--variant", default="prior-pca32-ptok", help="with --no-sweep: the cascade settings (a sweep name)")
     p.add_argument("--no-diagnose", dest="diagnose", action="store_false", help="skip the stage-by-stage diagnostics")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from modelkit import make_inputs, unzero_heads
 
-from ccfm.config import ModelConfig
+from ccfm.config import ModelConfig, ModelKnobs
 from ccfm.errors import CCFMError
 from ccfm.model import build_model
 
@@ -77,3 +77,6 @@ def test_latent_prior_tokens_read_the_prior_mean_code_apart_from_the_noisy_laten
     torch.testing.assert_close(before[2], after[2])  # cell 2 has no perturbation: the control code, unchanged
     with pytest.raises(CCFMError, match="--latent-source prior"):
         ModelConfig(n_genes=4, latent_prior_tokens=True, latent_source="noise")
+    assert ModelKnobs().build(n_genes=4, n_drugs=0, latent_dim=8).latent_prior_tokens  # the default
+    noise = ModelKnobs(latent_source="noise")  # the default tokens need the prior: left out, not refused
+    assert not noise.build(n_genes=4, n_drugs=0, latent_dim=8).latent_prior_tokens

@@ -122,7 +122,7 @@ class ModelKnobs:
     latent_pca: int = 32  # PCA components per gene the latent flows as; 0 or ≥ D: all D features
     latent_source: Literal["noise", "prior"] = "prior"  # the latent flow's z0: N(0, I) or control + Σ code shifts
     latent_source_noise: float = 1.0  # std of the noise added to the latent prior source
-    latent_prior_tokens: bool = False  # each token also reads its gene's latent prior mean code (prior source)
+    latent_prior_tokens: bool = True  # each token also reads its gene's latent prior mean code (prior source only)
     source: Literal["noise", "control", "prior"] = "prior"  # the flow's x0: N(0, I), control + noise, or prior
     source_noise: float = 0.1  # std of the noise added to the control / prior source
     target_flag: bool = True  # the perturbed genes' own tokens carry a learned target vector
@@ -138,13 +138,14 @@ class ModelKnobs:
         real_in(self.latent_source_noise, "--latent-source-noise", 0, 10)
         one_of(self.source, "--source", SOURCES)
         real_in(self.source_noise, "--source-noise", 0, 10)
-        _latent_prior_checks(self.latent_target, self.latent_source, self.latent_prior_tokens)
+        _latent_prior_checks(self.latent_target, self.latent_source, False)  # prior tokens: off without the prior
 
     def build(self, n_genes: int, n_drugs: int, latent_dim: int) -> ModelConfig:
         """The model's config for a data set's vocabularies and a store's feature width D."""
         knobs = dataclasses.asdict(self)
         preset = dataclasses.asdict(MODEL_PRESETS[knobs.pop("preset")])
         pca = self.latent_pca if self.latent == "scgpt" and self.latent_pca < latent_dim else 0  # ≥ D: all of D
+        knobs["latent_prior_tokens"] = self.latent_prior_tokens and self.latent_source == "prior"
         return ModelConfig(
             n_genes=n_genes, n_drugs=n_drugs, latent_dim=latent_dim, **{**knobs, "latent_pca": pca}, **preset
         )
