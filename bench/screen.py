@@ -10,7 +10,7 @@ seeded random order, so its expected precision is the base rate and its AUROC 0.
     python -m bench.screen RUN [--screen RUN/screen] [--out docs/screen.json]
 
 The run must be trained on the modules stand-in (e.g. `bench/results/quality_modules_pretrained/fold0/
-ccfm_prior-pca32`, made by `make quality`); the screen is run first when its folder holds no finished one.
+ccfm_prior-pca32-ptok`, made by `make quality`); the screen is run first when its folder holds no finished one.
 """
 
 from __future__ import annotations
