@@ -39,7 +39,11 @@ def test_each_config_checks_its_own_values_with_the_option_name() -> None:
         (lambda: ObjectiveConfig(cfg_dropout=1.0), r"--cfg-dropout must be a number in \[0, 0.99\]"),
         (lambda: CascadeTimeConfig(t_latent_for_expr="early"), "--t-latent-for-expr must be one of clean, late"),
         (lambda: SamplerConfig(method="dopri5"), "--method must be one of euler, rk4"),
-    ):
+        (lambda: ObjectiveConfig(latent_residual_weight=1.0, latent_loss="clean"), "with --latent-loss velocity"),
+        (lambda: TrainConfig(cache=Path("s.zarr"), out=Path("r")).replace(latent_residual_weight=1.0,
+                                                                          latent_source="noise"),
+         "--latent-residual-weight keeps the latent near its prior: it needs --latent-source prior"),
+    ):  # fmt: skip
         with pytest.raises(CCFMError, match=match):
             build()
 

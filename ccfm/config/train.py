@@ -51,6 +51,8 @@ class ObjectiveConfig:
         real_in(self.cfg_dropout, "--cfg-dropout", 0, 0.99)
         real_in(self.residual_weight, "--residual-weight", 0)
         real_in(self.latent_residual_weight, "--latent-residual-weight", 0)
+        if self.latent_residual_weight > 0 and self.latent_loss == "clean":
+            raise CCFMError("--latent-residual-weight penalizes latent velocities: use it with --latent-loss velocity")
         one_of(self.coupling, "--coupling", ("independent", "ot"))
 
 
@@ -105,6 +107,8 @@ class TrainConfig:
         int_in(self.checkpoint_every, "--checkpoint-every", 1)
         int_in(self.workers, "--workers", 0, 64)
         int_in(self.seed, "--seed", 0, MAX_SEED)
+        if self.objective.latent_residual_weight > 0 and self.model.latent_source != "prior":
+            raise CCFMError("--latent-residual-weight keeps the latent near its prior: it needs --latent-source prior")
 
     def replace(self, **settings: Any) -> TrainConfig:
         """A copy with settings replaced by name wherever they live: here, in `model`, `objective` or its `times`

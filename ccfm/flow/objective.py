@@ -66,11 +66,9 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
         )
     )
     latent_pred, latent_target = out.latent_velocity, None if latent is None else latent.velocity
-    latent_residual = core.cfg.latent_source == "prior" and cfg.latent_residual_weight > 0
     if latent is not None and cfg.latent_loss == "clean":  # compare the implied clean latent with z1
         gap = (1 - times.t_latent).clamp_min(MIN_LATENT_GAP)[:, None, None]  # (B, 1, 1), as the model clamps it
         latent_pred, latent_target = latent.x_t + gap * out.latent_velocity, z1
-        latent_residual = False  # the penalty reads velocities
     return cascade_loss(
         out.expr_velocity,
         expr.velocity,
@@ -84,5 +82,5 @@ def cascade_objective(model: Any, batch: StepInputs, cfg: ObjectiveConfig, gener
         mmd_weight=cfg.mmd_weight,
         groups=batch.groups,
         residual_weight=cfg.residual_weight if core.cfg.source == "prior" else 0.0,
-        latent_residual_weight=cfg.latent_residual_weight if latent_residual else 0.0,
+        latent_residual_weight=cfg.latent_residual_weight,  # TrainConfig refuses it without a velocity loss and prior
     )
