@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import machine
 from bench.extract import encoder_flops
-from bench.train import _wait_share
+from bench.train import OnTheFlySpec, _wait_share
 from ccfm.config import ExtractConfig, ModelKnobs, SamplerConfig, SimulateConfig, TrainConfig
 from ccfm.data.loading import load_dataset
 from ccfm.data.panel import panel_columns
@@ -83,25 +83,6 @@ def _seconds(fn: Callable[[], Any], device: torch.device) -> float:
     fn()
     _sync(device)
     return time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class OnDeviceSpec(SourceSpec):
-    """A source that computes every cell with the frozen scGPT on the training device (the on-the-fly arm)."""
-
-    device: str = "cpu"
-
-    def open(self):  # noqa: ANN201 - LatentSource.get's contract
-        from ccfm.latent.source import LatentBatch, LatentSource
-
-        source = LatentSource.open(self.cache, load_scgpt(self.scgpt, self.device), self.batch_size)
-
-        def computed(names, expression):  # noqa: ANN001, ANN202
-            out = source.compute(list(names), expression)
-            return LatentBatch(out.features.astype(np.float32), out.covered, 0)
-
-        source.get = computed
-        return source
 
 
 def matmul_flops(device: torch.device, n: int) -> float:
@@ -173,7 +154,7 @@ def bench_training(s: Sizes, data: Path, ckpt: Path, work: Path, device: torch.d
     trainer = Trainer(cfg, prepare(cfg), DistContext(0, 1, 0), device)
     cells, steps = trainer.setup.cells, s.train_steps + 2
     cached = BatchStream(cells, SourceSpec(cfg.cache, None), s.train_batch, None, cfg.seed, steps=steps)
-    fly = BatchStream(cells, OnDeviceSpec(cfg.cache, ckpt, device=str(device)), s.train_batch, None, cfg.seed,
+    fly = BatchStream(cells, OnTheFlySpec(cfg.cache, ckpt, device=str(device)), s.train_batch, None, cfg.seed,
                       steps=steps)  # fmt: skip
 
     def per_step(stream: BatchStream) -> float:

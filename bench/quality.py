@@ -92,8 +92,9 @@ SWEEP = (
     Variant("prior-pca32-ptok", dict(latent_pca=32, latent_prior_tokens=True)),
     Variant("prior-pca32-lres10", dict(latent_pca=32, latent_residual_weight=10.0, **OLD)),
     Variant("prior-pca32-ptok-lres10", dict(latent_pca=32, latent_prior_tokens=True, latent_residual_weight=10.0)),
-    Variant("prior-pca32-residual-lres10", dict(latent_pca=32, latent_target="residual", latent_residual_weight=10.0,
-                                                **OLD)),  # fmt: skip
+    Variant(
+        "prior-pca32-residual-lres10", dict(latent_pca=32, latent_target="residual", latent_residual_weight=10.0, **OLD)
+    ),
 )
 
 

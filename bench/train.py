@@ -14,6 +14,7 @@ import argparse
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -23,6 +24,7 @@ import torch
 from bench.common import report, simulated_norman
 from ccfm.config import ExtractConfig, ModelKnobs, TrainConfig
 from ccfm.data.batches import BatchStream
+from ccfm.scgpt.checkpoint import load_scgpt
 from ccfm.scgpt.toy import build_toy_checkpoint
 from pipeline import extract
 from pipeline.runtime import DistContext, share_cpu_cores
@@ -32,20 +34,23 @@ from pipeline.train_setup import SourceSpec, prepare
 SIZES = {"tiny": (64, 2, 4), "full": (512, 12, 8)}
 
 
+@dataclass(frozen=True)
 class OnTheFlySpec(SourceSpec):
-    """Opens a source that computes every cell with the frozen scGPT instead of reading the store."""
+    """Opens a source that computes every cell with the frozen scGPT on `device` instead of reading the store."""
+
+    device: str = "cpu"
 
     def open(self):  # noqa: ANN201 - returns an object with LatentSource.get's contract
-        source = super().open()
-        source.get = lambda names, expression: _computed(source, names, expression)
+        from ccfm.latent.source import LatentBatch, LatentSource
+
+        source = LatentSource.open(self.cache, load_scgpt(self.scgpt, self.device), self.batch_size)
+
+        def computed(names, expression):  # noqa: ANN001, ANN202
+            out = source.compute(list(names), expression)
+            return LatentBatch(out.features.astype(np.float32), out.covered, 0)
+
+        source.get = computed
         return source
-
-
-def _computed(source, names, expression):
-    from ccfm.latent.source import LatentBatch
-
-    out = source.compute(list(names), expression)
-    return LatentBatch(out.features.astype(np.float32), out.covered, 0)
 
 
 def _subset(data_path: Path, work: Path) -> Path:

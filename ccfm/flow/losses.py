@@ -166,6 +166,7 @@ def cascade_loss(
     _check_shapes(v_expr_pred, v_expr_target, x_t, x1, t_expr, latent_first)
     if (v_latent_pred is None) != (v_latent_target is None):
         raise ValueError("v_latent_pred and v_latent_target must both be tensors or both be None")
+    groups = groups_or_one(groups, t_expr)
     if v_latent_pred is None:
         trains_expr = torch.ones_like(latent_first, dtype=torch.bool)  # (B,)
         latent_mse = latent_residual = v_expr_pred.new_zeros((), dtype=torch.float32)
@@ -179,12 +180,10 @@ def cascade_loss(
         latent_mse = _latent_mse(v_latent_pred, v_latent_target, latent_first, latent_mask)
         latent_residual = v_latent_pred.new_zeros((), dtype=torch.float32)
         if latent_residual_weight > 0:
-            first_groups = groups_or_one(groups, latent_first)[latent_first]
-            latent_residual = group_mean_square(v_latent_pred[latent_first], first_groups)
+            latent_residual = group_mean_square(v_latent_pred[latent_first], groups[latent_first])
     v_hat = v_expr_pred[trains_expr].float()  # (B_expr, G)
     expr_mse = _mean_or_zero((v_hat - v_expr_target[trains_expr].float()).pow(2), v_expr_pred)
     n_expr = int(trains_expr.sum())
-    groups = groups_or_one(groups, t_expr)
     mmd, residual = _per_perturbation(v_hat, x_t[trains_expr].float(), t_expr[trains_expr].float(), x1.float(),
                                       groups[trains_expr], groups, residual_weight > 0)  # fmt: skip
     return LossTerms(
