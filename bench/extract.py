@@ -27,7 +27,7 @@ from bench.common import report, simulated_norman, timed
 from ccfm.config import ExtractConfig
 from ccfm.data.loading import load_dataset
 from ccfm.data.panel import choose_panel
-from ccfm.latent.source import normalized_features
+from ccfm.latent.source import stored_rows
 from ccfm.latent.statistics import FrozenStats, RunningMoments
 from ccfm.latent.store import LatentStore, StoreLayout
 from ccfm.scgpt.checkpoint import load_scgpt, map_panel_to_vocab
@@ -128,14 +128,15 @@ def bench_breakdown(extractor: FeatureExtractor, expression: np.ndarray, names: 
     layout = StoreLayout(
         obs_names=np.array(names, dtype=object), cell_labels=np.array(["ctrl"] * len(names), dtype=object),
         cell_hashes=np.zeros(len(names), dtype=np.uint64), genes=np.array([f"g{i}" for i in range(extractor.n_genes)],
-        dtype=object), vocab_ids=extractor.vocab_ids, d_model=extractor.d_model, shard_cells=len(names),
+        dtype=object), vocab_ids=extractor.vocab_ids, covered_counts=coverage(expression, extractor.vocab_ids).sum(1),
+        d_model=extractor.d_model, shard_cells=len(names),
     )  # fmt: skip
     model = extractor.scgpt.model
     encode, tokenize = model._encode, extractor.tokenize
 
     def one_shard(constant: bool) -> dict[str, float]:
-        """`normalized_features` + `write_shard`, as `ccfm extract` runs them, with timers around the tokenizer
-        and the model (wrapped in place, so the measured path is the real one)."""
+        """`extract_covered` + `stored_rows` + `write_shard`, as `ccfm extract` runs them, with timers around the
+        tokenizer and the model (wrapped in place, so the measured path is the real one)."""
         times = {"tokenize": 0.0, "model": 0.0}
         counts = {"flops": 0.0, "useful_flops": 0.0}
 
@@ -160,9 +161,10 @@ def bench_breakdown(extractor: FeatureExtractor, expression: np.ndarray, names: 
             store = LatentStore.create(work / f"breakdown_{time.perf_counter_ns()}.zarr", layout,
                                        {"fingerprint": {}, "frozen_stats": stats.to_json()})  # fmt: skip
             start = time.perf_counter()
-            out = normalized_features(extractor, stats, expression, names, batch_size=32)
+            raw, covered = extractor.extract_covered(expression, names, batch_size=32)
+            rows = stored_rows(stats, raw)
             features_done = time.perf_counter()
-            store.write_shard(0, out.features, out.covered, RunningMoments.of(out.features[out.covered]))
+            store.write_shard(0, rows, covered, RunningMoments.of(rows))
             total = time.perf_counter() - start
         finally:
             extractor.tokenize, model._encode = tokenize, encode

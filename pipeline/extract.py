@@ -27,7 +27,7 @@ from ccfm.data.panel import choose_panel
 from ccfm.errors import CCFMError
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.record import StoreRecord
-from ccfm.latent.source import NormalizedFeatures, stored_features
+from ccfm.latent.source import stored_rows
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, StoreLayout
 from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
@@ -64,12 +64,14 @@ def plan_extraction(data: PerturbationData, scgpt: ScgptModel, cfg: ExtractConfi
     order = np.lexsort((np.arange(data.n_cells), codes))  # grouped by perturbation, file order inside
     expression = data.expression[order][:, list(panel.columns)].tocsr()  # (N, G)
     hashes = cell_hashes(expression.toarray())
+    counts = np.asarray((expression[:, vocab.vocab_ids >= 0] > 0).sum(axis=1)).ravel()  # covered genes per cell
     layout = StoreLayout(
         obs_names=data.obs_names[order],
         cell_labels=data.cell_labels[order],
         cell_hashes=hashes,
         genes=np.array(panel.symbols, dtype=object),
         vocab_ids=vocab.vocab_ids,
+        covered_counts=counts,
         d_model=scgpt.d_model,
         shard_cells=cfg.shard_cells,
     )
@@ -131,10 +133,10 @@ def _shard_features(
     cfg: ExtractConfig,
     sample: np.ndarray,
     cached: np.ndarray | None,
-) -> NormalizedFeatures:
+) -> tuple[np.ndarray, np.ndarray]:
     """What a shard stores: its sampled cells (from the normalization pass when `cached`, else computed in the
     same batches) and its other cells, each through the model once; normalized and rounded to fp16 at the
-    covered positions only."""
+    covered positions. Returns (rows (n_covered, D) float16, in the row-major order of covered (S, G))."""
     start, stop = shard * cfg.shard_cells, min((shard + 1) * cfg.shard_cells, plan.expression.shape[0])
     sampled = _sample_of_shard(sample, start, stop)
     others = np.setdiff1d(np.arange(start, stop), sampled)
@@ -150,7 +152,7 @@ def _shard_features(
         covered[rows - start] = part
         for row, block in zip(rows, np.split(features, np.cumsum(part.sum(axis=1))[:-1]), strict=True):
             blocks[int(row)] = block
-    return stored_features(stats, np.concatenate([blocks[r] for r in range(start, stop)]), covered)
+    return stored_rows(stats, np.concatenate([blocks[r] for r in range(start, stop)])), covered
 
 
 def _create_store(
@@ -216,9 +218,8 @@ def _extract_shards(
     with progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
         for shard in mine:
             start, stop = store.shard_range(shard)
-            out = _shard_features(extractor, stats, plan, shard, cfg, sample, cache.pop(shard, None))
-            moments = RunningMoments.of(out.features[out.covered])  # over values as written
-            store.write_shard(shard, out.features, out.covered, moments)
+            rows, covered = _shard_features(extractor, stats, plan, shard, cfg, sample, cache.pop(shard, None))
+            store.write_shard(shard, rows, covered, RunningMoments.of(rows))  # moments over the values as written
             bar.update(stop - start)
 
 

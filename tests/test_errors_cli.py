@@ -178,7 +178,7 @@ def json_genes(env: dict) -> list[str]:
 def _damaged_store(env: dict, tmp_path: Path) -> tuple[dict, Path]:
     store = tmp_path / "store.zarr"
     shutil.copytree(env["store"], store)
-    return {**env, "store": store}, store / "features" / "c" / "1" / "0" / "0"
+    return {**env, "store": store}, store / "features" / "c" / "1" / "0"
 
 
 def test_store_with_a_missing_shard(env: dict, tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_store_with_a_corrupted_shard(env: dict, tmp_path: Path) -> None:
         "cpu",
         "--resume",
     )  # resume checks checksums and rebuilds the shard
-    assert shard.read_bytes() == (env["root"] / "store.zarr" / "features" / "c" / "1" / "0" / "0").read_bytes()
+    assert shard.read_bytes() == (env["root"] / "store.zarr" / "features" / "c" / "1" / "0").read_bytes()
 
 
 def test_store_without_its_features_array(env: dict, tmp_path: Path) -> None:

@@ -50,14 +50,15 @@ def store_path(workdir: Path) -> Path:
 
 def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     store = LatentStore.open(path)
-    return store.features[:], store.covered[:]
+    stored = store.read(np.arange(store.n_cells))
+    return stored.features, stored.covered
 
 
 def test_store_layout(store_path: Path) -> None:
     store = LatentStore.open(store_path)
     attrs = store.attrs
     assert store.complete and store.features.dtype == np.float16
-    assert store.features.shape == (120, 24, 16) and store.n_shards == 8
+    assert (store.n_cells, store.n_genes, store.d_model, store.n_shards) == (120, 24, 16, 8)
     labels = store.array("cell_labels")
     assert all(labels[i] <= labels[i + 1] for i in range(len(labels) - 1))  # grouped by perturbation
     assert set(attrs["groups"]) == set(labels.tolist())
@@ -66,8 +67,14 @@ def test_store_layout(store_path: Path) -> None:
     assert running["count"] == int(store.covered[:].sum())
     # normalized on covered positions: running mean ≈ 0 and std ≈ 1 per dimension (the sample is all cells)
     assert np.abs(np.mean(running["mean"])) < 0.05
-    features, covered = _arrays(store_path)
-    assert not features[~covered].any()  # uncovered positions are exactly zero
+    # only covered positions are stored, each cell's rows right after its predecessor's within a shard
+    covered = store.covered[:]
+    counts = covered.sum(axis=1)
+    for shard in range(store.n_shards):
+        start, stop = store.shard_range(shard)
+        starts = store.row_start[start:stop]
+        np.testing.assert_array_equal(np.diff(starts), counts[start : stop - 1])
+        assert starts[0] == shard * store.features.shape[0] // store.n_shards
 
 
 def test_round_trip_equals_extractor(store_path: Path, workdir: Path) -> None:

@@ -38,11 +38,16 @@ def normalized_features(
     return stored_features(stats, rows, covered)
 
 
+def stored_rows(stats: FrozenStats, rows: np.ndarray) -> np.ndarray:
+    """Raw features of covered positions (n, D) as the store holds them: normalized, rounded to fp16."""
+    return stats.normalize_rows(rows).astype(np.float16)
+
+
 def stored_features(stats: FrozenStats, rows: np.ndarray, covered: np.ndarray) -> NormalizedFeatures:
     """Raw features of the covered positions (n_covered, D), in the row-major order of `covered` (B, G), as the
-    store holds them: normalized and rounded to fp16 there, exactly 0 elsewhere."""
+    store gives them back: normalized and rounded to fp16 there, exactly 0 elsewhere."""
     features = np.zeros((*covered.shape, rows.shape[1]), dtype=np.float16)  # (B, G, D)
-    features[covered] = stats.normalize_rows(rows).astype(np.float16)
+    features[covered] = stored_rows(stats, rows)
     return NormalizedFeatures(features, covered)
 
 

@@ -32,3 +32,37 @@ def bin_values(values: np.ndarray, n_bins: int, rng: np.random.Generator) -> np.
     right = np.digitize(values, edges, right=True)
     draws = rng.random(values.size)
     return np.ceil(draws * (right - left) + left).astype(np.int64)  # (L,)
+
+
+def quantile_edges(values: np.ndarray, lengths: np.ndarray, n_bins: int) -> np.ndarray:
+    """(B, n_bins - 1) float64: `np.quantile(values[b, :lengths[b]], np.linspace(0, 1, n_bins - 1))` for every
+    cell b at once, bit for bit — numpy's default ('linear') method with numpy's own operations in its own order:
+    index (n − 1)·q, the two neighbours in the sorted values, then a + (b − a)·γ, or b − (b − a)·(1 − γ) where
+    γ ≥ 0.5. Cells with no values get edges 0."""
+    b, width = values.shape
+    valid = np.arange(width)[None, :] < lengths[:, None]  # (B, L)
+    ordered = np.sort(np.where(valid, values, np.inf), axis=1)  # (B, L), each cell's values ascending
+    ordered[~valid] = 0  # the padding sorted last; never an edge of a cell with values
+    quantiles = np.linspace(0, 1, n_bins - 1)  # (Q,)
+    virtual = (lengths[:, None] - 1) * quantiles[None, :]  # (B, Q) float64
+    previous = np.floor(virtual)
+    above = virtual >= (lengths[:, None] - 1)
+    last = np.maximum(lengths - 1, 0)[:, None]  # index -1 of each cell's values
+    lo = np.where(above, last, previous).astype(np.intp)
+    hi = np.where(above, last, previous + 1).astype(np.intp)
+    gamma = virtual - np.where(above, -1, previous).astype(np.intp)  # as numpy forms it, -1 included
+    rows = np.arange(b)[:, None]
+    a, c = ordered[rows, lo], ordered[rows, hi]  # (B, Q)
+    diff = c - a
+    return np.where(gamma >= 0.5, c - diff * (1 - gamma), a + diff * gamma)
+
+
+def bin_rows(values: np.ndarray, lengths: np.ndarray, n_bins: int, draws: np.ndarray) -> np.ndarray:
+    """`bin_values` for B cells at once, bit for bit: values (B, L) with cell b's non-zero values in its first
+    lengths[b] columns, draws (B, L) its `rng.random(lengths[b])` there; (B, L) int64 bins, 0 past each length.
+    `np.digitize` on non-decreasing edges is a count of the edges ≤ (< for right=True) a value."""
+    edges = quantile_edges(values, lengths, n_bins)  # (B, Q)
+    left = (edges[:, None, :] <= values[:, :, None]).sum(axis=2)  # (B, L)
+    right = (edges[:, None, :] < values[:, :, None]).sum(axis=2)
+    bins = np.ceil(draws * (right - left) + left).astype(np.int64)
+    return np.where(np.arange(values.shape[1])[None, :] < lengths[:, None], bins, 0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ccfm.scgpt.binning import bin_values, cell_seed
+from ccfm.scgpt.binning import bin_rows, cell_seed
 from ccfm.scgpt.checkpoint import ScgptModel
 
 
@@ -68,22 +68,27 @@ class FeatureExtractor:
     def tokenize(self, expression: np.ndarray, names: list[str]) -> TokenBatch:
         """expression: (B, G) panel values (any monotone scale: bins are per-cell quantiles)."""
         covered = coverage(expression, self.vocab_ids)  # (B, G)
-        positions = [np.flatnonzero(row) for row in covered]
-        length = 1 + max((p.size for p in positions), default=0)
-        src = np.full((len(names), length), self.scgpt.pad_id, dtype=np.int64)  # (B, L)
-        values = np.full((len(names), length), self.scgpt.pad_value, dtype=np.float32)  # (B, L)
-        padding = np.ones((len(names), length), dtype=bool)  # (B, L)
-        for b, (pos, name) in enumerate(zip(positions, names, strict=True)):
-            rng = np.random.default_rng(cell_seed(name, self.seed))
-            src[b, 0] = self.scgpt.cls_id
-            src[b, 1 : 1 + pos.size] = self.vocab_ids[pos]
-            values[b, 1 : 1 + pos.size] = bin_values(expression[b, pos], self.scgpt.n_bins, rng)
-            padding[b, : 1 + pos.size] = False
+        lengths = covered.sum(axis=1)  # (B,)
+        width = int(lengths.max(initial=0))
+        # each cell's covered positions first, ascending (a stable sort of "not covered"), then its other genes
+        order = np.argsort(~covered, axis=1, kind="stable")[:, :width]  # (B, width)
+        real = np.arange(width)[None, :] < lengths[:, None]  # (B, width)
+        draws = np.zeros((len(names), width))  # (B, width): each cell's own seeded tie-breaking draws
+        for b, name in enumerate(names):
+            draws[b, : lengths[b]] = np.random.default_rng(cell_seed(name, self.seed)).random(lengths[b])
+        cell_values = np.take_along_axis(expression, order, axis=1)
+        bins = bin_rows(cell_values, lengths, self.scgpt.n_bins, draws)  # (B, width)
+        src = np.full((len(names), 1 + width), self.scgpt.pad_id, dtype=np.int64)  # (B, L)
+        values = np.full((len(names), 1 + width), self.scgpt.pad_value, dtype=np.float32)  # (B, L)
+        src[:, 0] = self.scgpt.cls_id
+        src[:, 1:] = np.where(real, self.vocab_ids[order], self.scgpt.pad_id)
+        values[:, 1:] = np.where(real, bins, self.scgpt.pad_value)
+        padding = np.concatenate([np.zeros((len(names), 1), bool), ~real], axis=1)  # (B, L)
         return TokenBatch(
             src=torch.from_numpy(src).to(self.device),
             values=torch.from_numpy(values).to(self.device),
             padding=torch.from_numpy(padding).to(self.device),
-            gene_positions=positions,
+            gene_positions=[order[b, : lengths[b]] for b in range(len(names))],
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
