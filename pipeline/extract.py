@@ -29,7 +29,7 @@ from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, pa
 from ccfm.latent.record import StoreRecord
 from ccfm.latent.source import stored_rows
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
-from ccfm.latent.store import LatentStore, StoreLayout
+from ccfm.latent.store import LatentStore, ShardWriter, StoreLayout
 from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
 from ccfm.scgpt.extractor import FeatureExtractor, coverage
 from pipeline.lock import WriterLock
@@ -215,12 +215,14 @@ def _extract_shards(
     mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
     total = sum(stop - start for start, stop in map(store.shard_range, mine))
     log.info("rank %d: %d shards to extract (%d already complete)", ctx.rank, len(mine), len(done))
-    with progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar:
+    with (
+        progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar,
+        ShardWriter(store) as writer,  # shard i is written while shard i + 1 is computed
+    ):
         for shard in mine:
-            start, stop = store.shard_range(shard)
             rows, covered = _shard_features(extractor, stats, plan, shard, cfg, sample, cache.pop(shard, None))
-            store.write_shard(shard, rows, covered, RunningMoments.of(rows))  # moments over the values as written
-            bar.update(stop - start)
+            bar.update(writer.submit(shard, rows, covered))
+        bar.update(writer.wait())
 
 
 def _finalize(store: LatentStore) -> RunningMoments:

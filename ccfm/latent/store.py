@@ -12,8 +12,11 @@ moments; resuming redoes exactly the shards without a marker.
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -308,3 +311,49 @@ class LatentStore:
             ) from err
         features[covered] = packed
         return StoredRows(features, covered)
+
+
+class ShardWriter:
+    """Writes shards in one background thread, so that the next shard is computed while one is compressed,
+    written and fsynced (zarr and fsync release the GIL). At most one shard waits: `submit` first finishes the
+    previous one. Errors surface at the next `submit` or at `wait`; a shard's marker is still written only after
+    its data, so a crash leaves exactly the finished shards marked.
+
+        with ShardWriter(store) as writer:
+            for shard in shards:
+                writer.submit(shard, rows, covered)  # returns the cells of the shard written before it
+    """
+
+    def __init__(self, store: LatentStore, background: bool = True) -> None:
+        self.store = store
+        self.background = background  # False: each shard is written inside `submit` (bench/extract.py compares)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccfm-shard-writer")
+        self._pending: Future[int] | None = None
+        self.seconds = 0.0  # time spent writing, in the background thread
+
+    def _write(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> int:
+        started = time.perf_counter()
+        self.store.write_shard(shard, rows, covered, RunningMoments.of(rows))  # moments over the values as written
+        self.seconds += time.perf_counter() - started
+        return covered.shape[0]
+
+    def wait(self) -> int:
+        """Finish the shard being written; the number of its cells (0 when none was)."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else 0
+
+    def submit(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> int:
+        """Write a shard (rows and covered as `LatentStore.write_shard` takes them) after the previous one."""
+        done = self.wait()
+        self._pending = self._pool.submit(self._write, shard, rows, covered)
+        return done + (0 if self.background else self.wait())
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)  # on an error, the shard being written still finishes (or fails) whole

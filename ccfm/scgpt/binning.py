@@ -60,9 +60,12 @@ def quantile_edges(values: np.ndarray, lengths: np.ndarray, n_bins: int) -> np.n
 def bin_rows(values: np.ndarray, lengths: np.ndarray, n_bins: int, draws: np.ndarray) -> np.ndarray:
     """`bin_values` for B cells at once, bit for bit: values (B, L) with cell b's non-zero values in its first
     lengths[b] columns, draws (B, L) its `rng.random(lengths[b])` there; (B, L) int64 bins, 0 past each length.
-    `np.digitize` on non-decreasing edges is a count of the edges ≤ (< for right=True) a value."""
+    The digitization is `np.digitize`'s own search on non-decreasing edges, cell by cell."""
     edges = quantile_edges(values, lengths, n_bins)  # (B, Q)
-    left = (edges[:, None, :] <= values[:, :, None]).sum(axis=2)  # (B, L)
-    right = (edges[:, None, :] < values[:, :, None]).sum(axis=2)
+    wide = values.astype(edges.dtype)  # exact; what searchsorted would convert to on each call
+    left, right = np.zeros(values.shape, np.int64), np.zeros(values.shape, np.int64)  # (B, L)
+    for b, n in enumerate(lengths.tolist()):
+        left[b, :n] = np.searchsorted(edges[b], wide[b, :n], side="right")  # np.digitize(v, edges)
+        right[b, :n] = np.searchsorted(edges[b], wide[b, :n], side="left")  # np.digitize(v, edges, right=True)
     bins = np.ceil(draws * (right - left) + left).astype(np.int64)
     return np.where(np.arange(values.shape[1])[None, :] < lengths[:, None], bins, 0)

@@ -1,8 +1,9 @@
 """Frozen scGPT → per-gene contextual features on the panel's G positions.
 
 Per cell: the panel genes that are expressed (> 0) and in the vocabulary become tokens after
-`<cls>`; their values are binned as the release bins them; `_encode` gives (L, D) features whose
-rows 1.. are scattered back to the G panel positions. Positions not covered stay exactly zero.
+`<cls>`, in panel order; their values are binned as the release bins them; `_encode` gives (L, D)
+features whose rows 1.. are the features of those covered panel positions. Cells are tokenized
+all at once and run through the model in batches of similar length.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from ccfm.scgpt.checkpoint import ScgptModel
 class TokenBatch:
     """scGPT inputs for B cells padded to the longest, L = 1 + most covered genes."""
 
-    src: torch.Tensor  # (B, L) long vocab ids, `<cls>` first
-    values: torch.Tensor  # (B, L) float binned values, pad_value at `<cls>` and pads
-    padding: torch.Tensor  # (B, L) bool, True at padded positions
-    gene_positions: list[np.ndarray]  # per cell, the panel positions of tokens 1..
+    src: np.ndarray  # (B, L) int64 vocab ids, `<cls>` first
+    values: np.ndarray  # (B, L) float32 binned values, pad_value at `<cls>` and pads
+    padding: np.ndarray  # (B, L) bool, True at padded positions
+    lengths: np.ndarray  # (B,) covered genes per cell (tokens after `<cls>`)
 
-
-@dataclass(frozen=True)
-class ExtractedFeatures:
-    features: np.ndarray  # (B, G, D) float32 raw features, zero where not covered
-    covered: np.ndarray  # (B, G) bool
+    def rows(self, idx: np.ndarray) -> TokenBatch:
+        """The cells `idx`, padded to their own longest."""
+        width = 1 + int(self.lengths[idx].max(initial=0))
+        return TokenBatch(self.src[idx, :width], self.values[idx, :width], self.padding[idx, :width], self.lengths[idx])
 
 
 def coverage(expression: np.ndarray, vocab_ids: np.ndarray) -> np.ndarray:
@@ -70,13 +70,13 @@ class FeatureExtractor:
         covered = coverage(expression, self.vocab_ids)  # (B, G)
         lengths = covered.sum(axis=1)  # (B,)
         width = int(lengths.max(initial=0))
-        # each cell's covered positions first, ascending (a stable sort of "not covered"), then its other genes
-        order = np.argsort(~covered, axis=1, kind="stable")[:, :width]  # (B, width)
         real = np.arange(width)[None, :] < lengths[:, None]  # (B, width)
+        order = np.zeros((len(names), width), dtype=np.intp)  # (B, width): each cell's covered positions, ascending
+        order[real] = np.nonzero(covered)[1]  # row-major: cell by cell, positions ascending
         draws = np.zeros((len(names), width))  # (B, width): each cell's own seeded tie-breaking draws
         for b, name in enumerate(names):
             draws[b, : lengths[b]] = np.random.default_rng(cell_seed(name, self.seed)).random(lengths[b])
-        cell_values = np.take_along_axis(expression, order, axis=1)
+        cell_values = np.where(real, np.take_along_axis(expression, order, axis=1), 0)
         bins = bin_rows(cell_values, lengths, self.scgpt.n_bins, draws)  # (B, width)
         src = np.full((len(names), 1 + width), self.scgpt.pad_id, dtype=np.int64)  # (B, L)
         values = np.full((len(names), 1 + width), self.scgpt.pad_value, dtype=np.float32)  # (B, L)
@@ -84,12 +84,7 @@ class FeatureExtractor:
         src[:, 1:] = np.where(real, self.vocab_ids[order], self.scgpt.pad_id)
         values[:, 1:] = np.where(real, bins, self.scgpt.pad_value)
         padding = np.concatenate([np.zeros((len(names), 1), bool), ~real], axis=1)  # (B, L)
-        return TokenBatch(
-            src=torch.from_numpy(src).to(self.device),
-            values=torch.from_numpy(values).to(self.device),
-            padding=torch.from_numpy(padding).to(self.device),
-            gene_positions=[order[b, : lengths[b]] for b in range(len(names))],
-        )
+        return TokenBatch(src, values, padding, lengths)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast is None or self.device.type != "cuda":
@@ -97,44 +92,27 @@ class FeatureExtractor:
         return torch.autocast(device_type="cuda", dtype=self.autocast)
 
     @torch.inference_mode()
-    def _encode_rows(self, expression: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        """Per cell, the (n_b, D) float32 features of its covered panel positions, in position order."""
-        batch = self.tokenize(expression, names)
+    def encode(self, batch: TokenBatch) -> np.ndarray:
+        """(n_covered, D) float32 features of the batch's covered positions, cell after cell, each in panel order."""
+        src, values, padding = (torch.from_numpy(a).to(self.device) for a in (batch.src, batch.values, batch.padding))
         with self._autocast(), warnings.catch_warnings():
             # torch's fast path packs padded batches as nested tensors and warns that they are a prototype
             warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
-            encoded = self.scgpt.model._encode(batch.src, batch.values, batch.padding)  # (B, L, D)
-        encoded = encoded.float().cpu().numpy()
-        return [encoded[b, 1 : 1 + pos.size] for b, pos in enumerate(batch.gene_positions)]
+            encoded = self.scgpt.model._encode(src, values, padding)  # (B, L, D)
+        return encoded[:, 1:][~padding[:, 1:]].float().cpu().numpy()  # the tokens after `<cls>`, pads dropped
 
     def extract_covered(
         self, expression: np.ndarray, names: list[str], batch_size: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The features at covered positions only: ((n_covered, D) float32 in the row-major order of
-        `covered`, covered (B, G) bool) — what `extract_sorted` returns, without the (B, G, D) zeros around it.
-        Cells of similar length are batched together."""
+        """The features at covered positions: ((n_covered, D) float32 in the row-major order of `covered`,
+        covered (B, G) bool). Cells of similar length are run through the model together, `batch_size` at once."""
+        tokens = self.tokenize(expression, names)
         covered = coverage(expression, self.vocab_ids)  # (B, G)
-        rows: list[np.ndarray] = [np.empty((0, self.d_model), np.float32)] * len(names)
-        for idx in length_sorted_batches(covered.sum(axis=1), batch_size):
-            for i, cell_rows in zip(idx, self._encode_rows(expression[idx], [names[i] for i in idx]), strict=True):
-                rows[i] = cell_rows
-        return np.concatenate(rows) if rows else np.empty((0, self.d_model), np.float32), covered
-
-    def extract(self, expression: np.ndarray, names: list[str]) -> ExtractedFeatures:
-        """Features of B cells: expression (B, G) → (B, G, D) float32 and coverage (B, G)."""
-        covered = coverage(expression, self.vocab_ids)  # (B, G)
-        features = np.zeros((len(names), self.n_genes, self.d_model), dtype=np.float32)  # (B, G, D)
-        for b, cell_rows in enumerate(self._encode_rows(expression, names)):
-            features[b, covered[b]] = cell_rows
-        return ExtractedFeatures(features, covered)
-
-    def extract_sorted(self, expression: np.ndarray, names: list[str], batch_size: int) -> ExtractedFeatures:
-        """Like `extract`, batching cells of similar length together; rows come back in input order."""
-        lengths = coverage(expression, self.vocab_ids).sum(axis=1)
-        features = np.zeros((len(names), self.n_genes, self.d_model), dtype=np.float32)  # (B, G, D)
-        covered = np.zeros((len(names), self.n_genes), dtype=bool)  # (B, G)
-        for idx in length_sorted_batches(lengths, batch_size):
-            out = self.extract(expression[idx], [names[i] for i in idx])
-            features[idx] = out.features
-            covered[idx] = out.covered
-        return ExtractedFeatures(features, covered)
+        starts = np.cumsum(tokens.lengths) - tokens.lengths  # (B,) each cell's first row in the output
+        rows = np.empty((int(tokens.lengths.sum()), self.d_model), dtype=np.float32)
+        for idx in length_sorted_batches(tokens.lengths, batch_size):
+            counts = tokens.lengths[idx]
+            rows[np.repeat(starts[idx] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())] = self.encode(
+                tokens.rows(idx)
+            )
+        return rows, covered
