@@ -137,7 +137,7 @@ def bench_breakdown(
     model = extractor.scgpt.model
     encode, tokenize = model._encode, extractor.tokenize
 
-    def shards(constant: bool, background: bool = True) -> dict[str, float]:
+    def shards(constant: bool, threads: int = 1) -> dict[str, float]:
         """`extract_covered` + `stored_rows` + `ShardWriter`, as `ccfm extract` runs them, with timers around the
         tokenizer and the model (wrapped in place, so the measured path is the real one)."""
         times = {"tokenize": 0.0, "model": 0.0, "waiting for the writer": 0.0}
@@ -163,7 +163,7 @@ def bench_breakdown(
             store = LatentStore.create(work / f"breakdown_{time.perf_counter_ns()}.zarr", layout,
                                        {"fingerprint": {}, "frozen_stats": stats.to_json()})  # fmt: skip
             start = time.perf_counter()
-            with ShardWriter(store, background) as writer:
+            with ShardWriter(store, threads) as writer:
                 for shard in range(store.n_shards):
                     a, b = store.shard_range(shard)
                     raw, covered = extractor.extract_covered(expression[a:b], names[a:b], batch_size=32)
@@ -181,7 +181,8 @@ def bench_breakdown(
         return {**times, "gather + normalize + fp16": rest, "moments + write + fsync (background)": writer.seconds,
                 "total": total, **counts}  # fmt: skip
 
-    real, constant, inline = shards(constant=False), shards(constant=True), shards(constant=False, background=False)
+    real, constant, inline = shards(constant=False), shards(constant=True), shards(constant=False, threads=0)
+    constant_two = shards(constant=True, threads=2)
     mean_tokens = int(coverage(expression, extractor.vocab_ids).sum(axis=1).mean()) + 1
     mm = matmul_rate(32 * mean_tokens, extractor.d_model)
     outside = real["total"] - real["model"]
@@ -194,6 +195,7 @@ def bench_breakdown(
         "model_only_cells_per_s": len(names) / real["model"],
         "outside_share": outside / real["total"],
         "constant_model_cells_per_s": len(names) / constant["total"],
+        "constant_two_writers_cells_per_s": len(names) / constant_two["total"],
         "inline_writes_cells_per_s": len(names) / inline["total"],
         "inline_writes_outside_share": 1 - inline["model"] / inline["total"],
         "achieved_gflops": real["flops"] / real["model"] / 1e9,
@@ -247,6 +249,7 @@ def main() -> None:
             (f"{name}: model-only cells/s", f"{b['model_only_cells_per_s']:.1f}", ""),
             (f"{name}: outside the model, share of end-to-end", f"{b['outside_share']:.2f}", "<= 0.20"),
             (f"{name}: model replaced by a constant, cells/s", f"{b['constant_model_cells_per_s']:.0f}", ""),
+            (f"{name}: the same, two writer threads, cells/s", f"{b['constant_two_writers_cells_per_s']:.0f}", ""),
             (f"{name}: shards written inline instead, cells/s (outside share)",
              f"{b['inline_writes_cells_per_s']:.1f} ({b['inline_writes_outside_share']:.2f})", ""),
             (f"{name}: background writer / inline, end to end",

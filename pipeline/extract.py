@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -217,12 +218,21 @@ def _extract_shards(
     log.info("rank %d: %d shards to extract (%d already complete)", ctx.rank, len(mine), len(done))
     with (
         progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar,
-        ShardWriter(store) as writer,  # shard i is written while shard i + 1 is computed
+        ShardWriter(store, writer_threads(extractor.device)) as writer,  # earlier shards written meanwhile
     ):
         for shard in mine:
             rows, covered = _shard_features(extractor, stats, plan, shard, cfg, sample, cache.pop(shard, None))
             bar.update(writer.submit(shard, rows, covered))
         bar.update(writer.wait())
+
+
+def writer_threads(device: torch.device) -> int:
+    """Shard-writing threads: one on a CPU, where the model already uses every core; on a GPU, whose CPU cores
+    are otherwise idle, one per two of this rank's cores (at most 8), so the writes keep up with the model."""
+    if device.type == "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) // 2))
 
 
 def _finalize(store: LatentStore) -> RunningMoments:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ccfm.latent import store as store_module
-from ccfm.latent.statistics import RunningMoments
+from ccfm.latent.source import stored_rows
+from ccfm.latent.statistics import FrozenStats, RunningMoments
 from ccfm.latent.store import LatentStore, StoreLayout, chunk_rows, packed_rows
 
 N, G, D, SHARD = 23, 40, 8, 5
@@ -94,3 +95,13 @@ def test_a_shard_that_disagrees_with_the_layout_is_refused(written: tuple, tmp_p
         with pytest.raises(ValueError, match="disagree with the store's layout"):
             store.write_shard(0, bad_rows, bad_covered, RunningMoments.of(rows))
     assert not store.completed_shards()
+
+
+def test_stored_rows_round_numpys_normalization_to_fp16_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    rows = (rng.standard_normal((5000, D)) * 40).astype(np.float32)
+    rows[0, :4] = [7e5, -7e5, 1e-30, 65519.0]  # overflow to ±inf, subnormal, the rounding edge of fp16's largest
+    stats = FrozenStats(mean=rng.standard_normal(D), std=rng.random(D) + 0.01, target_std=1.0, n_positions=1)
+    with np.errstate(over="ignore"):
+        expected = stats.normalize_rows(rows).astype(np.float16)
+    np.testing.assert_array_equal(stored_rows(stats, rows).view(np.uint16), expected.view(np.uint16))

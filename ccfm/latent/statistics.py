@@ -30,10 +30,14 @@ class FrozenStats:
         z[covered] = self.normalize_rows(features[covered])
         return z
 
+    def float32_shift_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, scale) as float32 (D,): a normalized feature is (f − mean) · scale in float32."""
+        return self.mean.astype(np.float32), (self.target_std / (self.std + STD_EPS)).astype(np.float32)
+
     def normalize_rows(self, rows: np.ndarray) -> np.ndarray:
         """(n, D) float32 features of covered positions, normalized as `normalize` does (the same float32 ops)."""
-        scale = (self.target_std / (self.std + STD_EPS)).astype(np.float32)  # (D,)
-        return (rows - self.mean.astype(np.float32)) * scale
+        mean, scale = self.float32_shift_scale()
+        return (rows - mean) * scale
 
     def to_json(self) -> dict:
         return {

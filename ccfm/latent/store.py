@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,39 +315,49 @@ class LatentStore:
 
 
 class ShardWriter:
-    """Writes shards in one background thread, so that the next shard is computed while one is compressed,
-    written and fsynced (zarr and fsync release the GIL). At most one shard waits: `submit` first finishes the
-    previous one. Errors surface at the next `submit` or at `wait`; a shard's marker is still written only after
-    its data, so a crash leaves exactly the finished shards marked.
+    """Writes shards in background threads, so that the next shards are computed while earlier ones are written
+    and fsynced (numpy, file I/O, checksums and fsync release the GIL). With `threads` k, at most k shards are
+    being written at once: `submit` first finishes the oldest; 0 writes each shard inside `submit`. Errors
+    surface at a later `submit` or at `wait`; each shard's marker is still written only after its own data, so a
+    crash leaves exactly the finished shards marked.
 
-        with ShardWriter(store) as writer:
+        with ShardWriter(store, threads=1) as writer:
             for shard in shards:
-                writer.submit(shard, rows, covered)  # returns the cells of the shard written before it
+                writer.submit(shard, rows, covered)  # returns the cells of the shards finished meanwhile
     """
 
-    def __init__(self, store: LatentStore, background: bool = True) -> None:
+    def __init__(self, store: LatentStore, threads: int = 1) -> None:
         self.store = store
-        self.background = background  # False: each shard is written inside `submit` (bench/extract.py compares)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccfm-shard-writer")
-        self._pending: Future[int] | None = None
-        self.seconds = 0.0  # time spent writing, in the background thread
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ccfm-shard-writer")
+        self._pending: deque[Future[tuple[int, float]]] = deque()
+        self.seconds = 0.0  # time spent writing, summed over the writing threads
 
-    def _write(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> int:
+    def _write(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> tuple[int, float]:
         started = time.perf_counter()
         self.store.write_shard(shard, rows, covered, RunningMoments.of(rows))  # moments over the values as written
-        self.seconds += time.perf_counter() - started
-        return covered.shape[0]
+        return covered.shape[0], time.perf_counter() - started
+
+    def _finish_oldest(self) -> int:
+        cells, seconds = self._pending.popleft().result()
+        self.seconds += seconds
+        return cells
 
     def wait(self) -> int:
-        """Finish the shard being written; the number of its cells (0 when none was)."""
-        pending, self._pending = self._pending, None
-        return pending.result() if pending is not None else 0
+        """Finish every shard being written; the number of their cells."""
+        done = 0
+        while self._pending:
+            done += self._finish_oldest()
+        return done
 
     def submit(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> int:
-        """Write a shard (rows and covered as `LatentStore.write_shard` takes them) after the previous one."""
-        done = self.wait()
-        self._pending = self._pool.submit(self._write, shard, rows, covered)
-        return done + (0 if self.background else self.wait())
+        """Write a shard (rows and covered as `LatentStore.write_shard` takes them); the cells of the shards
+        finished to make room for it (or, with threads 0, of this one)."""
+        done = 0
+        while len(self._pending) >= max(1, self.threads):
+            done += self._finish_oldest()
+        self._pending.append(self._pool.submit(self._write, shard, rows, covered))
+        return done + (self.wait() if self.threads == 0 else 0)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -356,4 +367,4 @@ class ShardWriter:
             if kind is None:
                 self.wait()
         finally:
-            self._pool.shutdown(wait=True)  # on an error, the shard being written still finishes (or fails) whole
+            self._pool.shutdown(wait=True)  # on an error, the shards being written still finish (or fail) whole
