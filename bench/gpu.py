@@ -7,7 +7,9 @@
    vocabulary; random weights) over a full-scale simulated Norman (scale 1 ≈ 91k cells, G = 1000): `ccfm
    extract` end to end in cells/s (bf16 autocast on a GPU), batched vs a naive one-cell loop, and the encoder's
    FLOPs per cell (bench.extract.encoder_flops: per layer and token 2·(4D² + 2DF) + 4·L·D, real tokens only)
-   against the chip's rate: the physical limit in cells/s at the stated peak, and a measured bf16 matmul.
+   against the chip's rate: the physical limit in cells/s at the stated peak, and a measured bf16 matmul. Then
+   `ccfm extract` of 20,000 of those cells with the helpers a GPU run gets (tokenizing processes, shard-writing
+   threads: pipeline.extract.gpu_helpers) against a CPU run's (none, one writer thread).
 2. Training at the `base` preset: seconds per step from the cache vs with on-the-fly scGPT on the same device,
    the share of step time waiting for the loader's workers, peak memory, achieved TFLOP/s (torch's FLOP counter
    over one step).
@@ -28,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import anndata as ad
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,10 +47,11 @@ from ccfm.flow.generation import generate_cells
 from ccfm.latent.store import LatentStore
 from ccfm.model import build_model
 from ccfm.scgpt.checkpoint import load_scgpt
-from ccfm.scgpt.extractor import FeatureExtractor, coverage
+from ccfm.scgpt.extractor import FeatureExtractor
+from ccfm.scgpt.tokens import coverage
 from ccfm.scgpt.toy import build_toy_checkpoint
 from pipeline import extract, simulate
-from pipeline.runtime import DistContext, resolve_device
+from pipeline.runtime import DistContext, rank_cores, resolve_device
 from pipeline.train import Trainer
 from pipeline.train_setup import SourceSpec, prepare
 
@@ -60,6 +65,7 @@ class Sizes:
     scgpt: tuple[int, int, int]  # the stand-in's D, layers, heads (vocabulary: always the release's)
     extract_batch: int  # cells per scGPT forward pass
     naive_cells: int  # cells of the batched-vs-naive comparison
+    helper_cells: int  # cells of the extraction with vs without helper processes and writer threads
     preset: str  # flow model
     train_batch: int
     train_steps: int  # timed steps per arm
@@ -68,8 +74,8 @@ class Sizes:
     sampler_steps: int  # per stage
 
 
-FULL = Sizes(1.0, 1000, (512, 12, 8), 256, 256, "base", 48, 20, 8, 2048, 20)
-REHEARSAL = Sizes(0.01, 128, (64, 2, 4), 32, 8, "tiny", 8, 2, 2, 16, 2)
+FULL = Sizes(1.0, 1000, (512, 12, 8), 256, 256, 20000, "base", 48, 20, 8, 2048, 20)
+REHEARSAL = Sizes(0.01, 128, (64, 2, 4), 32, 8, 300, "tiny", 8, 2, 2, 16, 2)
 
 
 def _sync(device: torch.device) -> None:
@@ -150,6 +156,31 @@ def bench_extraction(s: Sizes, work: Path, device: torch.device) -> tuple[dict[s
     )
 
 
+def bench_helpers(s: Sizes, data: Path, ckpt: Path, work: Path, device: torch.device) -> dict[str, Any]:
+    """`ccfm extract` of the same cells with the helpers a GPU run gets (tokenizing processes and writer threads,
+    `gpu_helpers`; at least one process, so a rehearsal runs them too) and with a CPU run's (none, one thread)."""
+    cells = ad.read_h5ad(data)
+    keep = np.sort(np.random.default_rng(1).choice(cells.n_obs, size=min(s.helper_cells, cells.n_obs), replace=False))
+    subset = work / "helpers.h5ad"
+    cells[keep].copy().write_h5ad(subset)
+    processes, threads = extract.gpu_helpers(rank_cores())
+    layouts = {"helpers": (max(1, processes), threads), "none": (0, 1)}
+    rates = {}
+    for name, layout in layouts.items():
+        cfg = ExtractConfig(data=subset, scgpt=ckpt, out=work / f"store_{name}.zarr", n_genes=s.genes,
+                            batch_size=s.extract_batch, device=str(device))  # fmt: skip
+        with mock.patch.object(extract, "cpu_helpers", lambda device, layout=layout: layout):
+            rates[name] = keep.size / _seconds(lambda cfg=cfg: extract.run(cfg), device)
+    return {
+        "cells": int(keep.size),
+        "processes": layouts["helpers"][0],
+        "threads": layouts["helpers"][1],
+        "helpers_cells_per_s": rates["helpers"],
+        "none_cells_per_s": rates["none"],
+        "helpers_over_none": rates["helpers"] / rates["none"],
+    }
+
+
 def bench_training(s: Sizes, data: Path, ckpt: Path, work: Path, device: torch.device) -> tuple[dict, Trainer]:
     from ccfm.data.batches import BatchStream
 
@@ -211,9 +242,13 @@ def bench_generation(s: Sizes, trainer: Trainer, device: torch.device) -> dict[s
 
 def markdown(result: dict[str, Any]) -> str:
     e, t, g = result["extraction"], result["training"], result["generation"]
+    h = e["helpers"]
     rows = [
         ("extraction, end to end (`ccfm extract`)", f"{e['end_to_end_cells_per_s']:,.0f} cells/s", ""),
         ("extraction, batched vs naive one-cell loop", f"{e['batched_over_naive']:.1f}x", ">= 5x"),
+        (f"extraction of {h['cells']:,} cells with {h['processes']} tokenizing processes + {h['threads']} writer "
+         "threads vs none", f"{h['helpers_cells_per_s']:,.0f} vs {h['none_cells_per_s']:,.0f} cells/s "
+         f"({h['helpers_over_none']:.2f}x)", ""),
         ("extraction, batched model", f"{e['batched_cells_per_s']:,.0f} cells/s", ""),
         ("encoder FLOPs per cell (real tokens)", f"{e['gflop_per_cell']:.3g} GFLOP", ""),
         (f"physical limit at {e['peak_tflops_assumed']:.3g} TFLOP/s", f"{e['physical_limit_cells_per_s']:,.0f} cells/s",
@@ -240,6 +275,7 @@ def run(s: Sizes, name: str, out: Path, device: torch.device) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     extraction, data, ckpt = bench_extraction(s, work, device)
+    extraction["helpers"] = bench_helpers(s, data, ckpt, work, device)
     training, trainer = bench_training(s, data, ckpt, work, device)
     result = {
         "benchmark": "gpu",

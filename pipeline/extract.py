@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,8 @@ from ccfm.latent.source import stored_rows
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
 from ccfm.latent.store import LatentStore, ShardWriter, StoreLayout
 from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
-from ccfm.scgpt.extractor import FeatureExtractor, coverage
+from ccfm.scgpt.extractor import FeatureExtractor
+from ccfm.scgpt.tokens import TokenBatch, Tokenizer, coverage
 from pipeline.lock import WriterLock
 from pipeline.outputs import STORE, plan_output
 from pipeline.progress import progress
@@ -41,6 +43,7 @@ from pipeline.runtime import (
     close_distributed,
     init_distributed,
     provenance,
+    rank_cores,
     resolve_device,
     share_cpu_cores,
 )
@@ -126,34 +129,56 @@ def _freeze_stats(
     return frozen_stats_from(moments, cfg.target_std), cache
 
 
+def _shard_groups(
+    shard: int, cfg: ExtractConfig, n_cells: int, sample: np.ndarray, cached: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """A shard's cells as extraction batches them: its sampled cells (with their raw features from the
+    normalization pass when `cached`) apart from its other cells; empty groups left out."""
+    start, stop = shard * cfg.shard_cells, min((shard + 1) * cfg.shard_cells, n_cells)
+    sampled = _sample_of_shard(sample, start, stop)
+    others = np.setdiff1d(np.arange(start, stop), sampled)
+    return [(rows, features) for rows, features in ((sampled, cached), (others, None)) if rows.size]
+
+
+class GroupTokens(torch.utils.data.Dataset):
+    """Item i: the tokens of the i-th group of cells (rows of `expression` (N, G), dense or CSR)."""
+
+    def __init__(self, tokenize: Tokenizer, expression: Any, names: np.ndarray, groups: list[np.ndarray]) -> None:
+        self.tokenize, self.expression, self.names, self.groups = tokenize, expression, names, groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> TokenBatch:
+        rows = self.groups[i]
+        return self.tokenize(self.expression[rows], self.names[rows].tolist())
+
+
 def _shard_features(
     extractor: FeatureExtractor,
     stats: FrozenStats,
     plan: ExtractionPlan,
-    shard: int,
-    cfg: ExtractConfig,
-    sample: np.ndarray,
-    cached: np.ndarray | None,
+    start: int,
+    groups: list[tuple[np.ndarray, np.ndarray | None]],
+    tokens: Iterator[TokenBatch],
+    batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """What a shard stores: its sampled cells (from the normalization pass when `cached`, else computed in the
-    same batches) and its other cells, each through the model once; normalized and rounded to fp16 at the
-    covered positions. Returns (rows (n_covered, D) float16, in the row-major order of covered (S, G))."""
-    start, stop = shard * cfg.shard_cells, min((shard + 1) * cfg.shard_cells, plan.expression.shape[0])
-    sampled = _sample_of_shard(sample, start, stop)
-    others = np.setdiff1d(np.arange(start, stop), sampled)
+    """What a shard (cells from `start`) stores: each group through the model once (`tokens` gives the next
+    group's tokens) unless its raw features are cached; normalized and rounded to fp16 at the covered positions.
+    Returns (rows (n_covered, D) float16, in the row-major order of covered (S, G))."""
+    n = sum(rows.size for rows, _ in groups)
+    covered = np.zeros((n, extractor.n_genes), dtype=bool)
     blocks: dict[int, np.ndarray] = {}
-    covered = np.zeros((stop - start, extractor.n_genes), dtype=bool)
-    for rows, features in ((sampled, cached), (others, None)):
-        if rows.size == 0:
-            continue
+    for rows, features in groups:
         if features is None:
-            features, part = _features_of(extractor, plan, rows, cfg.batch_size)
+            batch = next(tokens)
+            features, part = extractor.encode_cells(batch, batch_size), batch.covered
         else:
             part = coverage(plan.expression[rows].toarray(), extractor.vocab_ids)
         covered[rows - start] = part
         for row, block in zip(rows, np.split(features, np.cumsum(part.sum(axis=1))[:-1]), strict=True):
             blocks[int(row)] = block
-    return stored_rows(stats, np.concatenate([blocks[r] for r in range(start, stop)])), covered
+    return stored_rows(stats, np.concatenate([blocks[r] for r in range(start, start + n)])), covered
 
 
 def _create_store(
@@ -216,23 +241,37 @@ def _extract_shards(
     mine = [s for s in range(store.n_shards) if s % ctx.world == ctx.rank and s not in done]
     total = sum(stop - start for start, stop in map(store.shard_range, mine))
     log.info("rank %d: %d shards to extract (%d already complete)", ctx.rank, len(mine), len(done))
+    processes, threads = cpu_helpers(extractor.device)
+    shards = [(s, _shard_groups(s, cfg, store.n_cells, sample, cache.pop(s, None))) for s in mine]
+    groups_to_run = [rows for _, groups in shards for rows, features in groups if features is None]
+    loader = torch.utils.data.DataLoader(  # on a GPU, helper processes tokenize ahead of the model
+        GroupTokens(extractor.tokenize, plan.expression, plan.layout.obs_names, groups_to_run),
+        batch_size=None,
+        num_workers=processes,
+    )
+    tokens = iter(loader)
     with (
         progress(total=int(total), desc="extract", unit="cell", disable=not ctx.is_main) as bar,
-        ShardWriter(store, writer_threads(extractor.device)) as writer,  # earlier shards written meanwhile
+        ShardWriter(store, threads) as writer,  # earlier shards are written meanwhile
     ):
-        for shard in mine:
-            rows, covered = _shard_features(extractor, stats, plan, shard, cfg, sample, cache.pop(shard, None))
+        for shard, groups in shards:
+            start, _ = store.shard_range(shard)
+            rows, covered = _shard_features(extractor, stats, plan, start, groups, tokens, cfg.batch_size)
             bar.update(writer.submit(shard, rows, covered))
         bar.update(writer.wait())
 
 
-def writer_threads(device: torch.device) -> int:
-    """Shard-writing threads: one on a CPU, where the model already uses every core; on a GPU, whose CPU cores
-    are otherwise idle, one per two of this rank's cores (at most 8), so the writes keep up with the model."""
-    if device.type == "cpu":
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) // 2))
+def cpu_helpers(device: torch.device) -> tuple[int, int]:
+    """(tokenizing processes, shard-writing threads) for extraction on `device`. On a CPU the model already uses
+    every core: tokens are made in this process and one thread writes (as fast as writing inline there,
+    bench/extract.py). On a GPU, whose CPU cores are otherwise idle, see `gpu_helpers`."""
+    return (0, 1) if device.type == "cpu" else gpu_helpers(rank_cores())
+
+
+def gpu_helpers(cores: int) -> tuple[int, int]:
+    """Of a GPU rank's `cores`, a quarter tokenize (processes) and half write shards (threads), at most 8 each,
+    so that neither keeps the GPU waiting."""
+    return min(8, cores // 4), max(1, min(8, cores // 2))
 
 
 def _finalize(store: LatentStore) -> RunningMoments:

@@ -32,6 +32,13 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     raise CCFMError(f"unknown --device {requested!r}; use auto, cpu, cuda or cuda:N")
 
 
+def rank_cores() -> int:
+    """This process's share of the cores it may run on: all of them, split between the torchrun ranks on this
+    node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def share_cpu_cores(device: torch.device, busy_helpers: int = 0) -> int:
     """On CPU, give this process's torch threads only its share of the cores; returns the thread count.
 
@@ -42,9 +49,7 @@ def share_cpu_cores(device: torch.device, busy_helpers: int = 0) -> int:
     """
     if device.type != "cpu":
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) - busy_helpers
-    torch.set_num_threads(min(torch.get_num_threads(), max(1, share)))
+    torch.set_num_threads(min(torch.get_num_threads(), max(1, rank_cores() - busy_helpers)))
     return torch.get_num_threads()
 
 

@@ -109,6 +109,33 @@ def test_extract_twice_is_byte_identical(store_path: Path, workdir: Path) -> Non
         assert a.tobytes() == b.tobytes()
 
 
+def test_helper_processes_and_writer_threads_write_the_same_files(
+    store_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a GPU: 2 processes tokenize ahead and 3 threads write shards (here on CPU, as `ccfm extract` does
+    there); every shard file and marker is the same as when this process does it all."""
+    monkeypatch.setattr(extract, "cpu_helpers", lambda device: (2, 3))
+    tokenized_by = workdir / "tokenized_by"  # one empty file per process that tokenized a group
+    tokenized_by.mkdir()
+    real = extract.GroupTokens.__getitem__
+
+    def recorded(self: extract.GroupTokens, i: int) -> object:
+        (tokenized_by / str(os.getpid())).touch()
+        return real(self, i)
+
+    monkeypatch.setattr(extract.GroupTokens, "__getitem__", recorded)
+    helped = extract.run(_cfg(workdir, "store_helped.zarr"))
+    helpers = {int(f.name) for f in tokenized_by.iterdir()}
+    assert len(helpers) == 2 and os.getpid() not in helpers
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+    a, b = files(store_path), files(helped)
+    assert a.keys() == b.keys()
+    assert [name for name in a if a[name] != b[name]] == ["zarr.json"]  # the output path in the attributes
+
+
 def test_source_refuses_other_checkpoint_panel_and_data(store_path: Path, workdir: Path) -> None:
     with pytest.raises(CCFMError, match="another scGPT checkpoint"):
         LatentSource.open(store_path, load_scgpt(workdir / "scgpt_other"))
@@ -185,10 +212,10 @@ def test_every_cell_runs_through_the_model_once_and_the_store_is_the_two_pass_st
     from ccfm.scgpt.extractor import FeatureExtractor
     from pipeline import extract as stage
 
-    tokenized: list[int] = []
-    real = FeatureExtractor.tokenize
+    tokenized: list[int] = []  # cells through the model, batch by batch
+    real = FeatureExtractor.encode
     monkeypatch.setattr(
-        FeatureExtractor, "tokenize", lambda self, x, names: tokenized.append(len(names)) or real(self, x, names)
+        FeatureExtractor, "encode", lambda self, batch: tokenized.append(batch.lengths.size) or real(self, batch)
     )
     once = extract.run(_cfg(workdir, "once.zarr"))
     assert sum(tokenized) == LatentStore.open(once).n_cells
