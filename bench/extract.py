@@ -7,9 +7,9 @@
 5. over a few shards, where the time goes (tokens, the model, gather + normalization + fp16, moments + shard write +
    fsync) with every step in one thread so that the times add up; the same with the writer thread `ccfm extract`
    uses on a CPU; the model's achieved FLOP/s against a plain matmul of the same shapes; and the ceiling of
-   everything outside the model (the model replaced by a constant) with the writer thread, and with one tokenizing
-   process + two writer threads (what `ccfm extract` does on a GPU), for the toy and the full-size checkpoint.
-   Each run is timed from the first shard's tokens on, so helper processes' start-up is left out.
+   everything outside the model (the model replaced by a constant, with the writer thread), for the toy and the
+   full-size checkpoint. (The tokenizing helper processes `ccfm extract` adds on a GPU are compared in
+   bench/gpu.py: on these 2 cores they only compete with the model.)
 
 Data are a SIMULATED Norman stand-in and the checkpoints are random toys in the released layout.
 Run: .venv/bin/python -m bench.extract [--cells 512] [--full-cells 24]
@@ -144,11 +144,10 @@ def bench_breakdown(
     model = extractor.scgpt.model
     encode = model._encode
 
-    def shards(constant: bool, threads: int = 1, processes: int = 0) -> dict[str, float]:
-        """Tokens from `GroupTokens` (in `processes` helper processes), `encode_cells` + `stored_rows` +
-        `ShardWriter`, as `ccfm extract` runs them, with timers around the tokens and the model (wrapped in place,
-        so the measured path is the real one)."""
-        times = {"tokenize (or wait for the tokens)": 0.0, "model": 0.0, "waiting for the writer": 0.0}
+    def shards(constant: bool, threads: int) -> dict[str, float]:
+        """Tokens from `GroupTokens`, `encode_cells` + `stored_rows` + `ShardWriter`, as `ccfm extract` runs them,
+        with timers around the tokens and the model (wrapped in place, so the measured path is the real one)."""
+        times = {"tokenize": 0.0, "model": 0.0, "waiting for the writer": 0.0}
         counts = {"flops": 0.0, "useful_flops": 0.0}
 
         def timed_encode(src, values, padding):  # noqa: ANN001, ANN202
@@ -171,14 +170,12 @@ def bench_breakdown(
             store = LatentStore.create(work / f"breakdown_{time.perf_counter_ns()}.zarr", layout,
                                        {"fingerprint": {}, "frozen_stats": stats.to_json()})  # fmt: skip
             groups = [np.arange(*store.shard_range(shard)) for shard in range(store.n_shards)]
-            loader = torch.utils.data.DataLoader(GroupTokens(extractor.tokenize, expression, np.array(names), groups),
-                                                 batch_size=None, num_workers=processes)  # fmt: skip
-            tokens = iter(loader)
-            first = next(tokens)  # the clock starts once the first shard's tokens are there (helpers started)
             start = time.perf_counter()
+            tokens = iter(torch.utils.data.DataLoader(GroupTokens(extractor.tokenize, expression, np.array(names),
+                                                                  groups), batch_size=None))  # fmt: skip
             with ShardWriter(store, threads) as writer:
                 for shard in range(store.n_shards):
-                    batch = first if shard == 0 else clock("tokenize (or wait for the tokens)", lambda: next(tokens))
+                    batch = clock("tokenize", lambda: next(tokens))
                     rows = stored_rows(stats, extractor.encode_cells(batch, batch_size=32))
                     clock("waiting for the writer", lambda: writer.submit(shard, rows, batch.covered))  # noqa: B023
                 clock("waiting for the writer", writer.wait)
@@ -189,10 +186,10 @@ def bench_breakdown(
         return {**times, "gather + normalize + fp16": rest, "moments + write + fsync (in the writer)": writer.seconds,
                 "total": total, **counts}  # fmt: skip
 
+    shards(constant=True, threads=0)  # warm-up: the first store written in a process pays zarr's start-up
     inline = shards(constant=False, threads=0)  # every step in this thread: the times add up to the total
     background = shards(constant=False, threads=1)  # as `ccfm extract` on a CPU: one writer thread
     constant = shards(constant=True, threads=1)
-    constant_helped = shards(constant=True, threads=2, processes=1)  # as `ccfm extract` on a GPU, on these cores
     mean_tokens = int(coverage(expression, extractor.vocab_ids).sum(axis=1).mean()) + 1
     mm = matmul_rate(32 * mean_tokens, extractor.d_model)
     return {
@@ -206,7 +203,6 @@ def bench_breakdown(
         "background_cells_per_s": len(names) / background["total"],
         "background_outside_share": 1 - background["model"] / background["total"],
         "constant_model_cells_per_s": len(names) / constant["total"],
-        "constant_helped_cells_per_s": len(names) / constant_helped["total"],
         "achieved_gflops": inline["flops"] / inline["model"] / 1e9,
         "useful_gflops": inline["useful_flops"] / inline["model"] / 1e9,
         "matmul_gflops": mm / 1e9,
@@ -263,8 +259,6 @@ def main() -> None:
              f"{b['background_cells_per_s'] / b['end_to_end_cells_per_s']:.2f}x", ""),
             (f"{name}: model replaced by a constant (writer thread), cells/s",
              f"{b['constant_model_cells_per_s']:.0f}", ""),
-            (f"{name}: the same, 1 tokenizing process + 2 writer threads, cells/s",
-             f"{b['constant_helped_cells_per_s']:.0f}", ""),
             (f"{name}: model GFLOP/s as run (useful)", f"{b['achieved_gflops']:.1f} ({b['useful_gflops']:.1f})", ""),
             (f"{name}: plain matmul GFLOP/s, same shapes", f"{b['matmul_gflops']:.1f}", ""),
             (f"{name}: achieved / matmul", f"{b['achieved_gflops'] / b['matmul_gflops']:.2f}", ">= 0.30 (full size)"),
