@@ -217,6 +217,14 @@ def test_store_without_its_features_array(env: dict, tmp_path: Path) -> None:
     _train(env, tmp_path, match=f"rebuild it: `ccfm extract {env['data']} --scgpt {env['scgpt']} --out")
 
 
+def test_store_of_an_older_format(env: dict, tmp_path: Path) -> None:
+    env, _ = _damaged_store(env, tmp_path)
+    meta = json.loads((env["store"] / "zarr.json").read_text())
+    meta["attributes"]["format_version"] = 1  # the dense (N, G, D) layout
+    (env["store"] / "zarr.json").write_text(json.dumps(meta))
+    _train(env, tmp_path, match="has format version 1, this CCFM reads 2 (only the covered positions")
+
+
 def test_incomplete_store(env: dict, tmp_path: Path) -> None:
     env, _ = _damaged_store(env, tmp_path)
     (env["store"] / "progress" / "complete.json").unlink()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ccfm.errors import CCFMError
 from ccfm.latent import store as store_module
 from ccfm.latent.source import stored_rows
 from ccfm.latent.statistics import FrozenStats, RunningMoments
@@ -105,3 +106,11 @@ def test_stored_rows_round_numpys_normalization_to_fp16_bit_for_bit() -> None:
     with np.errstate(over="ignore"):
         expected = stats.normalize_rows(rows).astype(np.float16)
     np.testing.assert_array_equal(stored_rows(stats, rows).view(np.uint16), expected.view(np.uint16))
+
+
+def test_a_store_of_the_dense_format_is_refused_with_the_command_that_rebuilds_it(tmp_path: Path) -> None:
+    covered = np.ones((3, G), dtype=bool)
+    store = LatentStore.create(tmp_path / "old.zarr", _layout(covered), {"data": "norman.h5ad", "scgpt": "scGPT"})
+    store.root.attrs["format_version"] = 1
+    with pytest.raises(CCFMError, match=r"format version 1, this CCFM reads 2 .* rebuild it: `ccfm extract"):
+        LatentStore.open(store.path)

@@ -162,7 +162,8 @@ class LatentStore:
             ) from err
         if version != FORMAT_VERSION:
             raise CCFMError(
-                f"latent store {path} has format version {version}, this CCFM reads {FORMAT_VERSION}; rebuild it"
+                f"latent store {path} has format version {version}, this CCFM reads {FORMAT_VERSION} (only the "
+                f"covered positions, cache/README.md); rebuild it: {_rebuild_command(path)}"
             )
         return store
 
