@@ -88,10 +88,14 @@ def test_a_shard_that_disagrees_with_the_layout_is_refused(written: tuple, tmp_p
     moved = covered[:SHARD].copy()
     moved[0] = np.roll(moved[0], 1) if moved[0].any() else moved[0]
     moved[1] = ~moved[1]  # another number of covered genes than the layout was made for
+    longer = covered[:SHARD].copy()
+    longer[-1] = True  # the last cell with more rows than its shard has room for
+    assert longer.sum() > store.features.shards[0]
     for bad_rows, bad_covered in (
         (rows[:-1], covered[:SHARD]),
         (rows, moved),
         (rows.astype(np.float32), covered[:SHARD]),
+        (np.zeros((int(longer.sum()), D), np.float16), longer),
     ):
         with pytest.raises(ValueError, match="disagree with the store's layout"):
             store.write_shard(0, bad_rows, bad_covered, RunningMoments.of(rows))

@@ -265,6 +265,7 @@ class LatentStore:
             covered.shape != (stop - start, self.n_genes)
             or not np.array_equal(np.cumsum(counts) - counts, expected)
             or rows.shape != (int(counts.sum()), self.d_model)
+            or first + rows.shape[0] > (shard + 1) * self.features.shards[0]  # never into the next shard's rows
             or rows.dtype != np.float16
         ):
             raise ValueError(f"shard {shard}: rows or coverage disagree with the store's layout")
