@@ -130,9 +130,9 @@ def matmul_rate(tokens: int, d: int, repeat: int = 20) -> float:
 def bench_breakdown(
     extractor: FeatureExtractor, expression: np.ndarray, names: list, work: Path, shard_cells: int
 ) -> dict:
-    """A few shards' worth of cells through every step `ccfm extract` takes, each timed, with each shard written
-    in the background while the next is computed, as `ccfm extract` does; then the same with the model replaced
-    by a constant (the ceiling of everything else)."""
+    """A few shards' worth of cells through every step `ccfm extract` takes, each timed: every step in this thread
+    (the times add up to the total; the write is also the wait for it), then with the writer thread `ccfm extract`
+    uses on a CPU, then with the model replaced by a constant (the ceiling of everything else)."""
     d = extractor.d_model
     stats = FrozenStats(mean=np.zeros(d), std=np.ones(d), target_std=1.0, n_positions=1)
     layout = StoreLayout(
