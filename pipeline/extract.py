@@ -130,11 +130,10 @@ def _freeze_stats(
 
 
 def _shard_groups(
-    shard: int, cfg: ExtractConfig, n_cells: int, sample: np.ndarray, cached: np.ndarray | None
+    start: int, stop: int, sample: np.ndarray, cached: np.ndarray | None
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """A shard's cells as extraction batches them: its sampled cells (with their raw features from the
-    normalization pass when `cached`) apart from its other cells; empty groups left out."""
-    start, stop = shard * cfg.shard_cells, min((shard + 1) * cfg.shard_cells, n_cells)
+    """A shard's cells [start, stop) as extraction batches them: its sampled cells (with their raw features from
+    the normalization pass when `cached`) apart from its other cells; empty groups left out."""
     sampled = _sample_of_shard(sample, start, stop)
     others = np.setdiff1d(np.arange(start, stop), sampled)
     return [(rows, features) for rows, features in ((sampled, cached), (others, None)) if rows.size]
@@ -242,7 +241,7 @@ def _extract_shards(
     total = sum(stop - start for start, stop in map(store.shard_range, mine))
     log.info("rank %d: %d shards to extract (%d already complete)", ctx.rank, len(mine), len(done))
     processes, threads = cpu_helpers(extractor.device)
-    shards = [(s, _shard_groups(s, cfg, store.n_cells, sample, cache.pop(s, None))) for s in mine]
+    shards = [(s, _shard_groups(*store.shard_range(s), sample, cache.pop(s, None))) for s in mine]
     groups_to_run = [rows for _, groups in shards for rows, features in groups if features is None]
     loader = torch.utils.data.DataLoader(  # on a GPU, helper processes tokenize ahead of the model
         GroupTokens(extractor.tokenize, plan.expression, plan.layout.obs_names, groups_to_run),
