@@ -81,6 +81,27 @@ def test_only_covered_positions_reach_the_disk(written: tuple) -> None:
     assert on_disk < 0.5 * N * G * D * 2  # the dense (N, G, D) fp16 would be more than twice this
 
 
+def test_shard_files_are_the_bytes_zarr_writes(written: tuple, tmp_path: Path) -> None:
+    """`write_shard` encodes its files itself; zarr writing the same rows and coverage gives the same files, byte
+    for byte (shards of several chunks, the last one padded; a last shard of fewer cells; nothing covered)."""
+    store, dense, covered = written
+    twin = LatentStore.create(tmp_path / "zarr_wrote.zarr", _layout(covered), {})
+    shard_rows, padded = store.features.shards[0], 0
+    for shard in range(store.n_shards):
+        start, stop = store.shard_range(shard)
+        rows = dense[start:stop][covered[start:stop]]
+        twin.features[shard * shard_rows : shard * shard_rows + rows.shape[0]] = rows
+        twin.covered[start:stop] = covered[start:stop]
+        for ours, zarrs in zip(store._shard_files(shard), twin._shard_files(shard), strict=True):
+            assert ours.read_bytes() == zarrs.read_bytes()
+        padded += rows.shape[0] > CHUNK and rows.shape[0] % CHUNK > 0
+    assert padded, "the layout should give a shard of several chunks, the last one partly filled"
+    empty = LatentStore.create(tmp_path / "empty.zarr", _layout(np.zeros((SHARD, G), bool)), {})
+    empty.write_shard(0, np.zeros((0, D), np.float16), np.zeros((SHARD, G), bool), RunningMoments.empty(D))
+    assert not empty._shard_files(0)[0].exists()  # no features file, as zarr leaves an all-fill shard
+    assert empty.read(np.arange(SHARD)).features.shape == (SHARD, G, D)
+
+
 def test_a_shard_that_disagrees_with_the_layout_is_refused(written: tuple, tmp_path: Path) -> None:
     _, dense, covered = written
     store = LatentStore.create(tmp_path / "s.zarr", _layout(covered), {})

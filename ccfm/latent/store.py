@@ -4,8 +4,8 @@ Only covered (cell, gene) positions are stored: `features` is (rows, D), one row
 cells one after another; `row_start` says where each cell's rows begin and `covered` which genes they
 are, so the (G, D) zeros of uncovered genes are neither written nor read. Cells are laid out grouped
 by perturbation so a training batch reads one contiguous region. Each shard of `shard_cells` cells
-owns one zarr shard of `features` (and of `covered`), is written whole, made durable, and only then
-marked complete by a small JSON file under `progress/` that also carries the shard's running
+owns one zarr shard of `features` (and one chunk of `covered`), is written whole — the files encoded here,
+the bytes zarr would write (chunk_files.py) —, made durable, and only then marked complete by a small JSON file under `progress/` that also carries the shard's running
 moments; resuming redoes exactly the shards without a marker.
 """
 
@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from ccfm.atomic import fsync_tree, write_json_atomic
 from ccfm.errors import CCFMError
+from ccfm.latent.chunk_files import COVERED_ZSTD, covered_chunk_parts, feature_shard_parts, write_file
 from ccfm.latent.fingerprint import file_sha256
 from ccfm.latent.record import StoreRecord
 from ccfm.latent.statistics import RunningMoments
@@ -122,7 +123,9 @@ class LatentStore:
             compressors=Crc32cCodec(),  # a checksum per chunk: a damaged shard fails to read instead of reading
             fill_value=0,
         )
-        root.create_array("covered", shape=(n, g), chunks=(s, g), dtype=bool, fill_value=False)
+        root.create_array(
+            "covered", shape=(n, g), chunks=(s, g), dtype=bool, fill_value=False, compressors=ZstdCodec(**COVERED_ZSTD)
+        )
         for name, values, dtype in (
             ("row_start", row_start, "int64"),
             ("obs_names", layout.obs_names, str),
@@ -221,15 +224,8 @@ class LatentStore:
         return RunningMoments.from_json(json.loads(self._marker(shard).read_text())["moments"])
 
     def _shard_files(self, shard: int) -> list[Path]:
-        """The shard's files under zarr's default chunk keys; a shard that is all fill value has none."""
+        """The shard's (features, covered) files under zarr's default chunk keys (chunk_files.py writes them)."""
         return [self.path / "features" / "c" / str(shard) / "0", self.path / "covered" / "c" / str(shard) / "0"]
-
-    def _file_records(self, shard: int) -> dict[str, dict[str, Any]]:
-        return {
-            str(f.relative_to(self.path)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
-            for f in self._shard_files(shard)
-            if f.exists()
-        }
 
     def damaged_shards(self, deep: bool) -> list[int]:
         """Completed shards whose files are missing, resized or (deep) changed since they were marked."""
@@ -259,26 +255,26 @@ class LatentStore:
         """
         start, stop = self.shard_range(shard)
         counts = covered.sum(axis=1)
-        first = int(self.row_start[start])
+        first, shard_rows = int(self.row_start[start]), self.features.shards[0]
         expected = self.row_start[start:stop] - first
         if (
             covered.shape != (stop - start, self.n_genes)
             or not np.array_equal(np.cumsum(counts) - counts, expected)
             or rows.shape != (int(counts.sum()), self.d_model)
-            or first + rows.shape[0] > (shard + 1) * self.features.shards[0]  # never into the next shard's rows
+            or first != shard * shard_rows
+            or rows.shape[0] > shard_rows  # never into the next shard's rows
             or rows.dtype != np.float16
         ):
             raise ValueError(f"shard {shard}: rows or coverage disagree with the store's layout")
-        for stale in self._shard_files(shard):  # a whole rewrite: never merge into (maybe damaged) old bytes
+        features_file, covered_file = self._shard_files(shard)
+        for stale in (features_file, covered_file):  # a whole rewrite: never merge into (maybe damaged) old bytes
             stale.unlink(missing_ok=True)
-        if rows.size:
-            self.features[first : first + rows.shape[0]] = rows
-        self.covered[start:stop] = covered
-        for name in ("features", "covered"):
-            chunk_dir = self.path / name / "c" / str(shard)
-            if chunk_dir.exists():  # an all-zero shard is not written at all
-                fsync_tree(chunk_dir)
-        write_json_atomic(self._marker(shard), {"moments": moments.to_json(), "files": self._file_records(shard)})
+        written = {covered_file: write_file(covered_file, covered_chunk_parts(covered, self.shard_cells))}
+        if rows.size:  # a shard with nothing covered has no features file, as zarr leaves an all-fill shard
+            chunk = self.features.chunks[0]
+            written[features_file] = write_file(features_file, feature_shard_parts(rows, chunk, shard_rows // chunk))
+        files = {str(f.relative_to(self.path)): {"bytes": w.bytes, "sha256": w.sha256} for f, w in written.items()}
+        write_json_atomic(self._marker(shard), {"moments": moments.to_json(), "files": files})
 
     def finalize(self, moments: RunningMoments) -> None:
         """Mark the store complete (write-then-rename), with the running moments over everything written."""
