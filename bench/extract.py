@@ -4,12 +4,12 @@
 2. store bytes per cell vs raw fp16 G×D×2 on simulated Norman cells (goal ≤ 0.4×);
 3. read throughput of one perturbation's batch of 48 cells;
 4. seconds per cell with a full-size random checkpoint (d 512, 12 layers, 8 heads) on a few dozen cells;
-5. over a few shards, where the time goes (tokens, the model, gather + normalization + fp16, moments + shard write +
-   fsync) with every step in one thread so that the times add up; the same with the writer thread `ccfm extract`
-   uses on a CPU; the model's achieved FLOP/s against a plain matmul of the same shapes; and the ceiling of
-   everything outside the model (the model replaced by a constant, with the writer thread), for the toy and the
-   full-size checkpoint. (The tokenizing helper processes `ccfm extract` adds on a GPU are compared in
-   bench/gpu.py: on these 2 cores they only compete with the model.)
+5. over a few shards, where the time goes (tokens, the model, gather + normalization + fp16 + moments, shard
+   write + checksums + fsync) with every step in one thread so that the times add up; the same with the writer
+   thread `ccfm extract` uses on a CPU; the model's achieved FLOP/s against a plain matmul of the same shapes;
+   and the ceiling of everything outside the model (the model replaced by a constant, with the writer thread),
+   for the toy and the full-size checkpoint. (The tokenizing helper processes `ccfm extract` adds on a GPU are
+   compared in bench/gpu.py: on these 2 cores they only compete with the model.)
 
 Data are a SIMULATED Norman stand-in and the checkpoints are random toys in the released layout.
 Run: .venv/bin/python -m bench.extract [--cells 512] [--full-cells 24]
@@ -32,7 +32,7 @@ from bench.common import report, simulated_norman, timed
 from ccfm.config import ExtractConfig
 from ccfm.data.loading import load_dataset
 from ccfm.data.panel import choose_panel
-from ccfm.latent.source import stored_rows
+from ccfm.latent.source import stored_shard
 from ccfm.latent.statistics import FrozenStats
 from ccfm.latent.store import LatentStore, ShardWriter, StoreLayout
 from ccfm.scgpt.checkpoint import load_scgpt, map_panel_to_vocab
@@ -145,7 +145,7 @@ def bench_breakdown(
     encode = model._encode
 
     def shards(constant: bool, threads: int) -> dict[str, float]:
-        """Tokens from `GroupTokens`, `encode_cells` + `stored_rows` + `ShardWriter`, as `ccfm extract` runs them,
+        """Tokens from `GroupTokens`, `encode_cells` + `stored_shard` + `ShardWriter`, as `ccfm extract` runs them,
         with timers around the tokens and the model (wrapped in place, so the measured path is the real one)."""
         times = {"tokenize": 0.0, "model": 0.0, "waiting for the writer": 0.0}
         counts = {"flops": 0.0, "useful_flops": 0.0}
@@ -176,14 +176,14 @@ def bench_breakdown(
             with ShardWriter(store, threads) as writer:
                 for shard in range(store.n_shards):
                     batch = clock("tokenize", lambda: next(tokens))
-                    rows = stored_rows(stats, extractor.encode_cells(batch, batch_size=32))
-                    clock("waiting for the writer", lambda: writer.submit(shard, rows, batch.covered))  # noqa: B023
+                    stored = stored_shard(stats, extractor.encode_cells(batch, batch_size=32), batch.covered)
+                    clock("waiting for the writer", lambda: writer.submit(shard, stored))  # noqa: B023
                 clock("waiting for the writer", writer.wait)
             total = time.perf_counter() - start
         finally:
             model._encode = encode
         rest = total - sum(times.values())
-        return {**times, "gather + normalize + fp16": rest, "moments + write + fsync (in the writer)": writer.seconds,
+        return {**times, "gather + normalize + fp16 + moments": rest, "write + fsync (in the writer)": writer.seconds,
                 "total": total, **counts}  # fmt: skip
 
     shards(constant=True, threads=0)  # warm-up: the first store written in a process pays zarr's start-up

@@ -29,12 +29,12 @@ from ccfm.data.panel import choose_panel
 from ccfm.errors import CCFMError
 from ccfm.latent.fingerprint import StoreFingerprint, cell_hashes, data_hash, panel_hash, sha256_of
 from ccfm.latent.record import StoreRecord
-from ccfm.latent.source import stored_rows
+from ccfm.latent.source import stored_shard
 from ccfm.latent.statistics import FrozenStats, RunningMoments, frozen_stats_from
-from ccfm.latent.store import LatentStore, ShardWriter, StoreLayout
+from ccfm.latent.store import LatentStore, ShardRows, ShardWriter, StoreLayout
 from ccfm.scgpt.checkpoint import ScgptModel, load_scgpt, map_panel_to_vocab
 from ccfm.scgpt.extractor import FeatureExtractor
-from ccfm.scgpt.tokens import TokenBatch, Tokenizer, coverage
+from ccfm.scgpt.tokens import TokenBatch, Tokenizer, coverage, packed_index
 from pipeline.lock import WriterLock
 from pipeline.outputs import STORE, plan_output
 from pipeline.progress import progress
@@ -161,23 +161,28 @@ def _shard_features(
     groups: list[tuple[np.ndarray, np.ndarray | None]],
     tokens: Iterator[TokenBatch],
     batch_size: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> ShardRows:
     """What a shard (cells from `start`) stores: each group through the model once (`tokens` gives the next
-    group's tokens) unless its raw features are cached; normalized and rounded to fp16 at the covered positions.
-    Returns (rows (n_covered, D) float16, in the row-major order of covered (S, G))."""
+    group's tokens) unless its raw features are cached; put in cell order, normalized and rounded to fp16 on the
+    extractor's device."""
     n = sum(rows.size for rows, _ in groups)
     covered = np.zeros((n, extractor.n_genes), dtype=bool)
-    blocks: dict[int, np.ndarray] = {}
-    for rows, features in groups:
-        if features is None:
+    computed = []
+    for rows, cached in groups:
+        if cached is None:
             batch = next(tokens)
             features, part = extractor.encode_cells(batch, batch_size), batch.covered
         else:
+            features = torch.from_numpy(cached).to(extractor.device)
             part = coverage(plan.expression[rows].toarray(), extractor.vocab_ids)
         covered[rows - start] = part
-        for row, block in zip(rows, np.split(features, np.cumsum(part.sum(axis=1))[:-1]), strict=True):
-            blocks[int(row)] = block
-    return stored_rows(stats, np.concatenate([blocks[r] for r in range(start, start + n)])), covered
+        computed.append((rows - start, features))
+    counts = covered.sum(axis=1)  # (S,)
+    starts = np.cumsum(counts) - counts  # each cell's first row in the shard
+    out = torch.empty((int(counts.sum()), extractor.d_model), device=extractor.device)
+    for cells, features in computed:
+        out[torch.from_numpy(packed_index(starts[cells], counts[cells])).to(extractor.device)] = features
+    return stored_shard(stats, out, covered)
 
 
 def _create_store(
@@ -255,8 +260,8 @@ def _extract_shards(
     ):
         for shard, groups in shards:
             start, _ = store.shard_range(shard)
-            rows, covered = _shard_features(extractor, stats, plan, start, groups, tokens, cfg.batch_size)
-            bar.update(writer.submit(shard, rows, covered))
+            stored = _shard_features(extractor, stats, plan, start, groups, tokens, cfg.batch_size)
+            bar.update(writer.submit(shard, stored))
         bar.update(writer.wait())
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ccfm.errors import CCFMError
 from ccfm.latent import store as store_module
@@ -131,6 +132,21 @@ def test_stored_rows_round_numpys_normalization_to_fp16_bit_for_bit() -> None:
     with np.errstate(over="ignore"):
         expected = stats.normalize_rows(rows).astype(np.float16)
     np.testing.assert_array_equal(stored_rows(stats, rows).view(np.uint16), expected.view(np.uint16))
+
+
+def test_moments_on_the_device_are_numpys() -> None:
+    """The shard moments extraction computes from the fp16 tensor equal the float64 numpy ones, and merging
+    per-shard moments gives those of all rows (what the store's running statistics are)."""
+    rng = np.random.default_rng(4)
+    rows = (rng.standard_normal((3000, D)) * 3 + 5).astype(np.float16)
+    expected = RunningMoments.of(rows)
+    got = RunningMoments.of_tensor(torch.from_numpy(rows))
+    assert got.count == expected.count
+    np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-12)
+    np.testing.assert_allclose(got.m2, expected.m2, rtol=1e-12)
+    merged = RunningMoments.of_tensor(torch.from_numpy(rows[:1000])).merge(RunningMoments.of(rows[1000:]))
+    np.testing.assert_allclose(merged.m2, expected.m2, rtol=1e-12)
+    assert RunningMoments.of_tensor(torch.zeros(0, D, dtype=torch.float16)).count == 0
 
 
 def test_a_store_of_the_dense_format_is_refused_with_the_command_that_rebuilds_it(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ import torch
 
 from ccfm.errors import CCFMError
 from ccfm.latent.fingerprint import cell_hashes, panel_hash
-from ccfm.latent.statistics import FrozenStats
-from ccfm.latent.store import LatentStore
+from ccfm.latent.statistics import FrozenStats, RunningMoments
+from ccfm.latent.store import LatentStore, ShardRows
 from ccfm.scgpt.checkpoint import ScgptModel
 from ccfm.scgpt.extractor import FeatureExtractor
 
@@ -38,12 +38,24 @@ def normalized_features(
     return stored_features(stats, rows, covered)
 
 
-def stored_rows(stats: FrozenStats, rows: np.ndarray) -> np.ndarray:
+def _fp16_rows(stats: FrozenStats, rows: torch.Tensor) -> torch.Tensor:
+    mean, scale = (torch.from_numpy(a).to(rows.device) for a in stats.float32_shift_scale())
+    return rows.sub(mean).mul_(scale).half()
+
+
+def stored_rows(stats: FrozenStats, rows: np.ndarray | torch.Tensor) -> np.ndarray:
     """Raw features of covered positions (n, D) float32 as the store holds them: `stats.normalize_rows` rounded
-    to fp16, bit for bit — the same float32 subtraction and product, in torch's vectorized kernels (3-5× numpy's
-    float16 conversion here)."""
-    mean, scale = (torch.from_numpy(a) for a in stats.float32_shift_scale())
-    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).sub(mean).mul_(scale).half().numpy()
+    to fp16, bit for bit — the same float32 subtraction and product (3-5× numpy's float16 conversion here), on
+    the device `rows` are on."""
+    rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)) if isinstance(rows, np.ndarray) else rows
+    return _fp16_rows(stats, rows).cpu().numpy()
+
+
+def stored_shard(stats: FrozenStats, rows: torch.Tensor, covered: np.ndarray) -> ShardRows:
+    """A shard as `ShardWriter` writes it, from its raw rows (n_covered, D) float32 in the row-major order of
+    covered (S, G): normalized, rounded to fp16 and summarized on their device, so that only fp16 leaves a GPU."""
+    stored = _fp16_rows(stats, rows)
+    return ShardRows(stored.cpu().numpy(), covered, RunningMoments.of_tensor(stored))
 
 
 def stored_features(stats: FrozenStats, rows: np.ndarray, covered: np.ndarray) -> NormalizedFeatures:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ccfm.errors import CCFMError
 
@@ -72,6 +73,17 @@ class RunningMoments:
             return cls.empty(rows.shape[1])
         mean = rows.mean(axis=0)
         return cls(rows.shape[0], mean, ((rows - mean) ** 2).sum(axis=0))
+
+    @classmethod
+    def of_tensor(cls, rows: torch.Tensor) -> RunningMoments:
+        """Moments of rows (K, D) on their device, in float64 as `of` (extraction's fp16 rows before they leave
+        a GPU; on a CPU, in the thread that runs the model: torch kernels in a second thread make the model's
+        OpenMP threads wait, which slowed extraction 2× here)."""
+        if rows.shape[0] == 0:
+            return cls.empty(rows.shape[1])
+        x = rows.double()  # (K, D)
+        mean = x.mean(dim=0)
+        return cls(rows.shape[0], mean.cpu().numpy(), x.sub_(mean).square_().sum(dim=0).cpu().numpy())
 
     def merge(self, other: RunningMoments) -> RunningMoments:
         if other.count == 0:

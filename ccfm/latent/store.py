@@ -4,9 +4,10 @@ Only covered (cell, gene) positions are stored: `features` is (rows, D), one row
 cells one after another; `row_start` says where each cell's rows begin and `covered` which genes they
 are, so the (G, D) zeros of uncovered genes are neither written nor read. Cells are laid out grouped
 by perturbation so a training batch reads one contiguous region. Each shard of `shard_cells` cells
-owns one zarr shard of `features` (and one chunk of `covered`), is written whole — the files encoded here,
-the bytes zarr would write (chunk_files.py) —, made durable, and only then marked complete by a small JSON file under `progress/` that also carries the shard's running
-moments; resuming redoes exactly the shards without a marker.
+owns one zarr shard of `features` (and one chunk of `covered`), is written whole (chunk_files.py encodes
+the bytes zarr would write), made durable, and only then marked complete by a small JSON file under
+`progress/` that also carries the shard's running moments; resuming redoes exactly the shards without
+a marker.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ccfm.latent.chunk_files import COVERED_ZSTD, covered_chunk_parts, feature_s
 from ccfm.latent.fingerprint import file_sha256
 from ccfm.latent.record import StoreRecord
 from ccfm.latent.statistics import RunningMoments
+from ccfm.scgpt.tokens import packed_index
 
 FORMAT_VERSION = 2
 CHUNK_BYTES = 1 << 18  # features are read in chunks of this many bytes (CHUNK_BYTES // (2 D) rows); a shard's
@@ -50,6 +52,15 @@ class StoreLayout:
     covered_counts: np.ndarray  # (N,) covered genes per cell (expressed and in the vocabulary)
     d_model: int  # D, scGPT width
     shard_cells: int  # cells per shard
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """What `ShardWriter` writes for one shard of S cells."""
+
+    rows: np.ndarray  # (n_covered, D) float16 normalized features, in the row-major order of covered
+    covered: np.ndarray  # (S, G) bool
+    moments: RunningMoments  # of rows, as written
 
 
 @dataclass(frozen=True)
@@ -300,7 +311,7 @@ class LatentStore:
         try:  # zarr reads each chunk once, whatever the order of the indices
             covered = np.asarray(self.covered.oindex[rows], dtype=bool)  # (B, G)
             counts = covered.sum(axis=1)  # (B,)
-            index = np.repeat(self.row_start[rows] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            index = packed_index(self.row_start[rows], counts)
             packed = self.features.oindex[index] if index.size else np.zeros((0, self.d_model), np.float16)
         except Exception as err:  # a damaged shard fails inside zarr's codecs with many error types
             shards = sorted({int(r) // self.shard_cells for r in rows})
@@ -321,7 +332,7 @@ class ShardWriter:
 
         with ShardWriter(store, threads=1) as writer:
             for shard in shards:
-                writer.submit(shard, rows, covered)  # returns the cells of the shards finished meanwhile
+                writer.submit(shard, shard_rows)  # returns the cells of the shards finished meanwhile
     """
 
     def __init__(self, store: LatentStore, threads: int = 1) -> None:
@@ -331,10 +342,10 @@ class ShardWriter:
         self._pending: deque[Future[tuple[int, float]]] = deque()
         self.seconds = 0.0  # time spent writing, summed over the writing threads
 
-    def _write(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> tuple[int, float]:
+    def _write(self, shard: int, data: ShardRows) -> tuple[int, float]:
         started = time.perf_counter()
-        self.store.write_shard(shard, rows, covered, RunningMoments.of(rows))  # moments over the values as written
-        return covered.shape[0], time.perf_counter() - started
+        self.store.write_shard(shard, data.rows, data.covered, data.moments)
+        return data.covered.shape[0], time.perf_counter() - started
 
     def _finish_oldest(self) -> int:
         cells, seconds = self._pending.popleft().result()
@@ -348,13 +359,12 @@ class ShardWriter:
             done += self._finish_oldest()
         return done
 
-    def submit(self, shard: int, rows: np.ndarray, covered: np.ndarray) -> int:
-        """Write a shard (rows and covered as `LatentStore.write_shard` takes them); the cells of the shards
-        finished to make room for it (or, with threads 0, of this one)."""
+    def submit(self, shard: int, data: ShardRows) -> int:
+        """Write a shard; the cells of the shards finished to make room for it (or, with threads 0, of this one)."""
         done = 0
         while len(self._pending) >= max(1, self.threads):
             done += self._finish_oldest()
-        self._pending.append(self._pool.submit(self._write, shard, rows, covered))
+        self._pending.append(self._pool.submit(self._write, shard, data))
         return done + (self.wait() if self.threads == 0 else 0)
 
     def __enter__(self) -> ShardWriter:

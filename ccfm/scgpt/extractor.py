@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ccfm.scgpt.checkpoint import ScgptModel
-from ccfm.scgpt.tokens import TokenBatch, Tokenizer, length_sorted_batches
+from ccfm.scgpt.tokens import TokenBatch, Tokenizer, length_sorted_batches, packed_index
 
 
 class FeatureExtractor:
@@ -48,14 +48,15 @@ class FeatureExtractor:
         return torch.autocast(device_type="cuda", dtype=self.autocast)
 
     @torch.inference_mode()
-    def encode(self, batch: TokenBatch) -> np.ndarray:
-        """(n_covered, D) float32 features of the batch's covered positions, cell after cell, each in panel order."""
+    def encode(self, batch: TokenBatch) -> torch.Tensor:
+        """(n_covered, D) float32 features of the batch's covered positions, cell after cell, each in panel order,
+        on the extractor's device."""
         src, values, padding = (torch.from_numpy(a).to(self.device) for a in (batch.src, batch.values, batch.padding))
         with self._autocast(), warnings.catch_warnings():
             # torch's fast path packs padded batches as nested tensors and warns that they are a prototype
             warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
             encoded = self.scgpt.model._encode(src, values, padding)  # (B, L, D)
-        return encoded[:, 1:][~padding[:, 1:]].float().cpu().numpy()  # the tokens after `<cls>`, pads dropped
+        return encoded[:, 1:][~padding[:, 1:]].float()  # the tokens after `<cls>`, pads dropped
 
     def extract_covered(
         self, expression: np.ndarray, names: list[str], batch_size: int
@@ -63,14 +64,15 @@ class FeatureExtractor:
         """The features at covered positions: ((n_covered, D) float32 in the row-major order of `covered`,
         covered (B, G) bool). Cells of similar length are run through the model together, `batch_size` at once."""
         tokens = self.tokenize(expression, names)
-        return self.encode_cells(tokens, batch_size), tokens.covered
+        return self.encode_cells(tokens, batch_size).cpu().numpy(), tokens.covered
 
-    def encode_cells(self, tokens: TokenBatch, batch_size: int) -> np.ndarray:
-        """(n_covered, D) float32 features of tokenized cells in the row-major order of `tokens.covered`."""
+    @torch.inference_mode()
+    def encode_cells(self, tokens: TokenBatch, batch_size: int) -> torch.Tensor:
+        """(n_covered, D) float32 features of tokenized cells in the row-major order of `tokens.covered`, on the
+        extractor's device (where extraction normalizes them and rounds them to fp16 before they leave it)."""
         starts = np.cumsum(tokens.lengths) - tokens.lengths  # (B,) each cell's first row in the output
-        rows = np.empty((int(tokens.lengths.sum()), self.d_model), dtype=np.float32)
+        rows = torch.empty((int(tokens.lengths.sum()), self.d_model), device=self.device)
         for idx in length_sorted_batches(tokens.lengths, batch_size):
-            counts = tokens.lengths[idx]
-            dest = np.repeat(starts[idx] - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            dest = torch.from_numpy(packed_index(starts[idx], tokens.lengths[idx])).to(self.device)
             rows[dest] = self.encode(tokens.rows(idx))
         return rows

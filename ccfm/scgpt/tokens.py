@@ -39,6 +39,15 @@ def coverage(expression: np.ndarray, vocab_ids: np.ndarray) -> np.ndarray:
     return (expression > 0) & (vocab_ids >= 0)[None, :]
 
 
+def packed_index(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(sum(counts),) int64: the rows of blocks of `counts` (B,) rows beginning at `starts` (B,), one block after
+    another — where each cell's rows go in (or come from) a packed (rows, D) array."""
+    counts = np.asarray(counts, dtype=np.int64)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(counts) - counts), counts) + np.arange(
+        counts.sum()
+    )
+
+
 def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches of indices with similar lengths, to cut padding; deterministic (stable sort)."""
     order = np.argsort(lengths, kind="stable")
