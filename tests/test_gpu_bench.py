@@ -46,10 +46,11 @@ def test_gpu_bench_rehearsal_runs_extract_train_generate_and_reports_every_figur
     assert e["cells"] > 0 and e["gflop_per_cell"] > 0
     assert e["helpers"]["processes"] >= 1  # the helper processes ran here too
     for value in (e["end_to_end_cells_per_s"], e["batched_over_naive"], e["physical_limit_cells_per_s"],
-                  e["helpers"]["helpers_over_none"],
+                  e["helpers"]["helpers_over_none"], e["helpers"]["constant_model_cells_per_s"],
                   t["cached_s_per_step"], t["on_the_fly_s_per_step"], t["achieved_tflops"],
                   g["cascaded_cells_per_s"], g["no_latent_cells_per_s"]):  # fmt: skip
         assert math.isfinite(value) and value > 0
     assert 0 <= t["data_wait_share"] <= 1
     table = (out / "gpu.md").read_text()
     assert "on-the-fly / cache" in table and "batched vs naive" in table and "tokenizing processes" in table
+    assert "replaced by a constant" in table
