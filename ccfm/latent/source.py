@@ -43,12 +43,11 @@ def _fp16_rows(stats: FrozenStats, rows: torch.Tensor) -> torch.Tensor:
     return rows.sub(mean).mul_(scale).half()
 
 
-def stored_rows(stats: FrozenStats, rows: np.ndarray | torch.Tensor) -> np.ndarray:
+def stored_rows(stats: FrozenStats, rows: np.ndarray) -> np.ndarray:
     """Raw features of covered positions (n, D) float32 as the store holds them: `stats.normalize_rows` rounded
-    to fp16, bit for bit — the same float32 subtraction and product (3-5× numpy's float16 conversion here), on
-    the device `rows` are on."""
-    rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)) if isinstance(rows, np.ndarray) else rows
-    return _fp16_rows(stats, rows).cpu().numpy()
+    to fp16, bit for bit — the same float32 subtraction and product, in torch's kernels (3-5× numpy's float16
+    conversion here)."""
+    return _fp16_rows(stats, torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))).numpy()
 
 
 def stored_shard(stats: FrozenStats, rows: torch.Tensor, covered: np.ndarray) -> ShardRows:

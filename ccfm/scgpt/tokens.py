@@ -43,9 +43,8 @@ def packed_index(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(sum(counts),) int64: the rows of blocks of `counts` (B,) rows beginning at `starts` (B,), one block after
     another — where each cell's rows go in (or come from) a packed (rows, D) array."""
     counts = np.asarray(counts, dtype=np.int64)
-    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(counts) - counts), counts) + np.arange(
-        counts.sum()
-    )
+    before = np.cumsum(counts) - counts  # (B,) rows of the earlier blocks
+    return np.repeat(np.asarray(starts, dtype=np.int64) - before, counts) + np.arange(int(counts.sum()))
 
 
 def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
