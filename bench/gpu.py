@@ -17,7 +17,9 @@
 3. Generation: cells/s of the cascaded sampler (latent, then expression) vs the no-latent model, same steps.
 
 Everything is a STAND-IN (simulated cells, random-weight scGPT): the figures are speeds, not results.
-Writes gpu.json and gpu.md under --out.
+Writes gpu.json and gpu.md under --out after every stage (extraction, training, generation, then the helper
+comparisons of 1.); a stage that fails is reported there with its traceback, the others still run, and the exit
+status says so.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import contextlib
 import dataclasses
 import json
 import resource
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,46 +259,61 @@ def bench_generation(s: Sizes, trainer: Trainer, device: torch.device) -> dict[s
             "no_latent_over_cascaded": rates["no_latent_cells_per_s"] / rates["cascaded_cells_per_s"]}  # fmt: skip
 
 
+def _rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table's rows for the stages that finished."""
+    rows: list[tuple[str, str, str]] = []
+    if e := result.get("extraction"):
+        rows += [
+            ("extraction, end to end (`ccfm extract`)", f"{e['end_to_end_cells_per_s']:,.0f} cells/s", ""),
+            ("extraction, batched vs naive one-cell loop", f"{e['batched_over_naive']:.1f}x", ">= 5x"),
+            ("extraction, batched model", f"{e['batched_cells_per_s']:,.0f} cells/s", ""),
+            ("encoder FLOPs per cell (real tokens)", f"{e['gflop_per_cell']:.3g} GFLOP", ""),
+            (f"physical limit at {e['peak_tflops_assumed']:.3g} TFLOP/s",
+             f"{e['physical_limit_cells_per_s']:,.0f} cells/s", ""),
+            ("batched model vs measured matmul",
+             f"{e['batched_tflops']:.3g} / {e['matmul_tflops_measured']:.3g} TFLOP/s", ""),
+        ]  # fmt: skip
+    if t := result.get("training"):
+        rows += [
+            ("training step, cache", f"{t['cached_s_per_step']:.4f} s", ""),
+            ("training step, on-the-fly scGPT", f"{t['on_the_fly_s_per_step']:.4f} s", ""),
+            ("on-the-fly / cache", f"{t['on_the_fly_over_cached']:.1f}x", ">= 10x"),
+            (f"data-wait share ({t['workers']} workers)", f"{100 * t['data_wait_share']:.1f} %", "<= 20 %"),
+            ("training, achieved", f"{t['achieved_tflops']:.3g} TFLOP/s", ""),
+            ("peak GPU memory" if t["peak_gpu_memory_gb"] is not None else "peak RSS",
+             f"{t['peak_gpu_memory_gb'] or t['peak_rss_gb']:.2f} GB", ""),
+        ]  # fmt: skip
+    if g := result.get("generation"):
+        rows += [
+            ("generation, cascaded", f"{g['cascaded_cells_per_s']:,.0f} cells/s", ""),
+            ("generation, no-latent", f"{g['no_latent_cells_per_s']:,.0f} cells/s", ""),
+        ]
+    if h := result.get("helpers"):
+        rows += [
+            (f"extraction of {h['cells']:,} cells with {h['processes']} tokenizing processes + {h['threads']} writer "
+             "threads vs none", f"{h['helpers_cells_per_s']:,.0f} vs {h['none_cells_per_s']:,.0f} cells/s "
+             f"({h['helpers_over_none']:.2f}x)", ""),
+            (f"extraction with the model replaced by a constant ({h['cores']} cores, the same helpers)",
+             f"{h['constant_model_cells_per_s']:,.0f} cells/s", ">= 20,000 (16 cores)"),
+        ]  # fmt: skip
+    failed = result["failed"].items()
+    return rows + [(f"{stage}: FAILED", why.splitlines()[0].replace("|", "/"), "") for stage, why in failed]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    e, t, g = result["extraction"], result["training"], result["generation"]
-    h = e["helpers"]
-    rows = [
-        ("extraction, end to end (`ccfm extract`)", f"{e['end_to_end_cells_per_s']:,.0f} cells/s", ""),
-        ("extraction, batched vs naive one-cell loop", f"{e['batched_over_naive']:.1f}x", ">= 5x"),
-        (f"extraction of {h['cells']:,} cells with {h['processes']} tokenizing processes + {h['threads']} writer "
-         "threads vs none", f"{h['helpers_cells_per_s']:,.0f} vs {h['none_cells_per_s']:,.0f} cells/s "
-         f"({h['helpers_over_none']:.2f}x)", ""),
-        (f"extraction with the model replaced by a constant ({h['cores']} cores, the same helpers)",
-         f"{h['constant_model_cells_per_s']:,.0f} cells/s", ">= 20,000 (16 cores)"),
-        ("extraction, batched model", f"{e['batched_cells_per_s']:,.0f} cells/s", ""),
-        ("encoder FLOPs per cell (real tokens)", f"{e['gflop_per_cell']:.3g} GFLOP", ""),
-        (f"physical limit at {e['peak_tflops_assumed']:.3g} TFLOP/s", f"{e['physical_limit_cells_per_s']:,.0f} cells/s",
-         ""),
-        ("batched model vs measured matmul", f"{e['batched_tflops']:.3g} / {e['matmul_tflops_measured']:.3g} TFLOP/s",
-         ""),
-        ("training step, cache", f"{t['cached_s_per_step']:.4f} s", ""),
-        ("training step, on-the-fly scGPT", f"{t['on_the_fly_s_per_step']:.4f} s", ""),
-        ("on-the-fly / cache", f"{t['on_the_fly_over_cached']:.1f}x", ">= 10x"),
-        (f"data-wait share ({t['workers']} workers)", f"{100 * t['data_wait_share']:.1f} %", "<= 20 %"),
-        ("training, achieved", f"{t['achieved_tflops']:.3g} TFLOP/s", ""),
-        ("peak GPU memory" if t["peak_gpu_memory_gb"] is not None else "peak RSS",
-         f"{t['peak_gpu_memory_gb'] or t['peak_rss_gb']:.2f} GB", ""),
-        ("generation, cascaded", f"{g['cascaded_cells_per_s']:,.0f} cells/s", ""),
-        ("generation, no-latent", f"{g['no_latent_cells_per_s']:,.0f} cells/s", ""),
-    ]  # fmt: skip
     head = [f"<!-- bench/gpu.py {result['date']}; {result['machine']}; {result['sizes_name']} -->", "",
             f"{result['stand_in']}", "", "| measure | value | goal |", "|---|---|---|"]  # fmt: skip
-    return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in rows]) + "\n"
+    return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in _rows(result)]) + "\n"
 
 
 def run(s: Sizes, name: str, out: Path, device: torch.device) -> dict[str, Any]:
+    """Every stage in turn, gpu.json and gpu.md written after each: a stage that fails is recorded (with its
+    traceback) and the stages that do not need it still run; a run stopped at its time limit keeps what finished.
+    Order: extraction, training, generation (the goals), then the helper comparisons."""
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    extraction, data, ckpt = bench_extraction(s, work, device)
-    extraction["helpers"] = bench_helpers(s, data, ckpt, work, device)
-    training, trainer = bench_training(s, data, ckpt, work, device)
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "gpu",
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
@@ -302,13 +321,34 @@ def run(s: Sizes, name: str, out: Path, device: torch.device) -> dict[str, Any]:
         "sizes_name": name,
         "sizes": dataclasses.asdict(s),
         "stand_in": "SIMULATED Norman cells and a random-weight stand-in scGPT: speeds, not results",
-        "extraction": extraction,
-        "training": training,
-        "generation": bench_generation(s, trainer, device),
+        "failed": {},
+        "stage_seconds": {},
     }
-    result["minutes"] = (time.perf_counter() - started) / 60
-    (out / "gpu.json").write_text(json.dumps(result, indent=2))
-    (out / "gpu.md").write_text(markdown(result))
+
+    def stage(key: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as err:  # recorded, and the next stages go on: one short run on a lent GPU is all there is
+            result["failed"][key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-8)}"
+            print(result["failed"][key], file=sys.stderr, flush=True)
+            value = None
+        result["stage_seconds"][key] = time.perf_counter() - t0
+        result["minutes"] = (time.perf_counter() - started) / 60
+        if value is not None:
+            result[key] = value[0] if isinstance(value, tuple) else value
+        (out / "gpu.json").write_text(json.dumps(result, indent=2))
+        (out / "gpu.md").write_text(markdown(result))
+        return value
+
+    extracted = stage("extraction", lambda: bench_extraction(s, work, device))
+    if extracted is None:
+        return result
+    _, data, ckpt = extracted
+    trained = stage("training", lambda: bench_training(s, data, ckpt, work, device))
+    if trained is not None:
+        stage("generation", lambda: bench_generation(s, trained[1], device))
+    stage("helpers", lambda: bench_helpers(s, data, ckpt, work, device))
     return result
 
 
@@ -325,8 +365,10 @@ def main(argv: list[str] | None = None) -> None:
         sizes = dataclasses.replace(sizes, scale=args.scale)
     if name == "full" and device.type != "cuda":
         raise SystemExit("bench/gpu.sh needs a GPU at full size; --rehearse runs it on a CPU at tiny sizes")
-    run(sizes, name, args.out, device)
+    result = run(sizes, name, args.out, device)
     print((args.out / "gpu.md").read_text())
+    if result["failed"]:
+        raise SystemExit(f"bench/gpu.py: {', '.join(result['failed'])} failed (tracebacks in gpu.json)")
 
 
 if __name__ == "__main__":
