@@ -30,6 +30,7 @@ import dataclasses
 import json
 import resource
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -306,12 +307,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in _rows(result)]) + "\n"
 
 
-def run(s: Sizes, name: str, out: Path, device: torch.device) -> dict[str, Any]:
+def run(s: Sizes, name: str, out: Path, work: Path, device: torch.device) -> dict[str, Any]:
     """Every stage in turn, gpu.json and gpu.md written after each: a stage that fails is recorded (with its
     traceback) and the stages that do not need it still run; a run stopped at its time limit keeps what finished.
-    Order: extraction, training, generation (the goals), then the helper comparisons."""
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    Order: extraction, training, generation (the goals), then the helper comparisons. The data, stores and runs
+    go to `work`, so that `out` holds the two reports alone (a device run brings back only a few files)."""
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result: dict[str, Any] = {
         "benchmark": "gpu",
@@ -354,7 +355,8 @@ def run(s: Sizes, name: str, out: Path, device: torch.device) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="where gpu.json and gpu.md go (nothing else)")
+    p.add_argument("--work", type=Path, help="folder for the data, stores and runs (default: the system's temp)")
     p.add_argument("--rehearse", action="store_true", help="tiny sizes on whatever device there is (CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--scale", type=float, help="simulated Norman's scale instead of the size's (full: 1 ≈ 91k cells)")
@@ -365,7 +367,8 @@ def main(argv: list[str] | None = None) -> None:
         sizes = dataclasses.replace(sizes, scale=args.scale)
     if name == "full" and device.type != "cuda":
         raise SystemExit("bench/gpu.sh needs a GPU at full size; --rehearse runs it on a CPU at tiny sizes")
-    result = run(sizes, name, args.out, device)
+    with tempfile.TemporaryDirectory(prefix="ccfm-gpu-bench-", dir=args.work) as work:
+        result = run(sizes, name, args.out, Path(work), device)
     print((args.out / "gpu.md").read_text())
     if result["failed"]:
         raise SystemExit(f"bench/gpu.py: {', '.join(result['failed'])} failed (tracebacks in gpu.json)")

@@ -16,4 +16,5 @@ if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import anndata, zarr, numcodecs,
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())"
-exec "$PY" -m bench.gpu --out "$OUT" "$@"
+# the whole output also in $OUT/gpu.log: a device run returns only the end of what it printed
+"$PY" -m bench.gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu.log"

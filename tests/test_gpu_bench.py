@@ -42,6 +42,7 @@ def test_gpu_bench_rehearsal_runs_extract_train_generate_and_reports_every_figur
         env=_as_on_the_gpu_machine(OUT=str(out)), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(f.name for f in out.iterdir()) == ["gpu.json", "gpu.log", "gpu.md"]  # a device run returns few
     report = json.loads((out / "gpu.json").read_text())
     assert report["sizes_name"] == "rehearsal" and "SIMULATED" in report["stand_in"]
     e, t, g, h = report["extraction"], report["training"], report["generation"], report["helpers"]
